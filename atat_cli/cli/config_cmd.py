@@ -1,0 +1,74 @@
+"""`atat config list|show|copy`: the shipped presets, with every key's help text."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from atat_cli.cli.output import out
+
+
+def list_presets():
+    """List the shipped presets (size presets are used by `atat train --size`).
+
+    Example: atat config list
+    """
+    from atat_cli.config import CONFIG_DIR
+
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        first = path.read_text().splitlines()[0] if path.read_text() else ""
+        out.print(f"{path.relative_to(CONFIG_DIR).with_suffix('')}  [dim]{first.lstrip('# ')}[/]", highlight=False)
+
+
+def show(
+    name: Annotated[str, typer.Argument(help="Size preset (tiny) or path of a config file.")] = "tiny",
+    method: Annotated[Optional[str], typer.Option(help="mdlm or ar.")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key, as in `atat train`.")] = None,
+):
+    """Print the fully resolved config for a preset, one key per line with its help text.
+
+    Example: atat config show tiny --set optim.lr=1e-3
+    """
+    import yaml
+
+    from atat_cli.config import describe, load_config
+
+    is_file = name.endswith((".yaml", ".yml")) or Path(name).is_file()
+    cfg = load_config(size=None if is_file else name, method=method, config_file=Path(name) if is_file else None,
+                      overrides=overrides or [])
+    section = None
+    for key, value, help_text in describe(cfg):
+        head, _, leaf = key.rpartition(".")
+        if head != section:
+            section = head
+            if head:
+                out.print(f"{head}:", highlight=False)
+        indent = "  " if head else ""
+        rendered = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        out.print(f"{indent}{leaf}: {rendered}  [dim]# {help_text}[/]", highlight=False)
+
+
+def copy(
+    name: Annotated[str, typer.Argument(help="Preset to copy, e.g. sizes/tiny (see `atat config list`).")],
+    dest: Annotated[Path, typer.Argument(help="Where to write the YAML file.")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+):
+    """Copy a shipped preset to edit it, then train with --config.
+
+    Example: atat config copy sizes/tiny my.yaml && atat train --config my.yaml
+    """
+    from atat_cli.config import CONFIG_DIR
+    from atat_cli.errors import AtatError
+
+    src = CONFIG_DIR / f"{name.removesuffix('.yaml')}.yaml"
+    if not src.is_file() and "/" not in name:
+        src = CONFIG_DIR / "sizes" / f"{name}.yaml"
+    if not src.is_file():
+        raise AtatError(f"unknown preset '{name}'", "see `atat config list`")
+    if dest.exists() and not force:
+        raise AtatError(f"{dest} exists", "pass --force to overwrite it")
+    shutil.copyfile(src, dest)
+    out.print(f"Wrote {dest}")

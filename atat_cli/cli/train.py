@@ -1,0 +1,76 @@
+"""`atat train`: parse, compose the config, hand over to the Trainer, print the outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from atat_cli.cli.output import log, out, print_json
+
+
+def default_run_dir(method: str, size: str, data: str, resume: bool) -> Path:
+    """runs/<method>-<size>-<data>, numbered -2, -3, ... so a new training never reuses a finished
+    run's folder; with --resume, the newest of them."""
+    from atat_cli.paths import runs_root
+    from atat_cli.training.checkpoint import latest_checkpoint
+
+    base = runs_root() / f"{method}-{size}-{data}"
+    taken = [base] + sorted((p for p in base.parent.glob(f"{base.name}-*") if p.name[len(base.name) + 1:].isdigit()),
+                            key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    taken = [p for p in taken if p.is_dir() and latest_checkpoint(p) is not None]
+    if resume:
+        return taken[-1] if taken else base
+    if not taken:
+        return base
+    last = taken[-1]
+    n = int(last.name.rsplit("-", 1)[1]) + 1 if last != base else 2
+    return base.parent / f"{base.name}-{n}"
+
+
+def train(
+    size: Annotated[Optional[str], typer.Option(help="Model size preset: test, tiny, small, medium (see `atat config list`).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Corpus name (default pydocs, prepared on first use).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="mdlm (masked diffusion) or ar (autoregressive baseline).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (train.max_steps).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<method>-<size>-<data>).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file of config sections (see `atat config show`).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set optim.lr=1e-3 (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out (or the newest matching run) from its last checkpoint.")] = False,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for initialisation, data order and noise (train.seed).")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile (train.compile).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary; no progress bar.")] = False,
+):
+    """Train a model. Precedence: defaults < size preset < --config < --set < flags.
+
+    Example: atat train --size tiny --max-steps 300
+    """
+    from atat_cli.config import load_config
+    from atat_cli.training import Trainer
+
+    flags = list(overrides or [])
+    if data is not None:
+        flags.append(f"data.name={data}")
+    if max_steps is not None:
+        flags.append(f"train.max_steps={max_steps}")
+    if seed is not None:
+        flags.append(f"train.seed={seed}")
+    if compile:
+        flags.append("train.compile=true")
+    cfg = load_config(size=size, method=method, config_file=config, overrides=flags)
+    run_dir = out_dir or default_run_dir(cfg.method, cfg.size, cfg.data.name, resume)
+    log(f"Run folder: {run_dir}")
+    result = Trainer(cfg, run_dir, resume=resume, progress=not json_out, log=log).run()
+    summary = {"run": str(run_dir), "step": result.step, "interrupted": result.interrupted,
+               "best_val_nelbo": result.best_val, "checkpoint": str(result.last_checkpoint),
+               "seconds": round(result.seconds, 2)}
+    if json_out:
+        print_json(summary)
+    else:
+        status = "[yellow]interrupted[/]" if result.interrupted else "[green]done[/]"
+        best = f"{result.best_val:.4f}" if result.best_val is not None else "n/a"
+        out.print(f"{status}: {run_dir} at step {result.step}, best val NELBO {best} nats/token "
+                  f"({result.seconds:.0f} s). Next: atat eval {run_dir}")
+    if result.interrupted:
+        raise typer.Exit(130)

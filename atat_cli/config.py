@@ -1,0 +1,244 @@
+"""Typed configuration: dataclasses whose field docs are the help text.
+
+Precedence: dataclass defaults < size preset (configs/sizes/<size>.yaml) < method preset
+(configs/methods/<method>.yaml) < --config FILE < --set key=value. Everything is validated
+once, here, at the edge; the core trusts a RunConfig it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from atat_cli.errors import AtatError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def doc(default, help: str):
+    """A field with a default and the help text shown by `atat config show`."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    n_layers: int = doc(8, "Transformer blocks.")
+    d_model: int = doc(256, "Hidden width.")
+    n_heads: int = doc(4, "Attention heads (d_model must divide evenly).")
+    mlp_ratio: float = doc(4.0, "MLP hidden width as a multiple of d_model.")
+    cond_dim: int = doc(128, "Width of the diffusion-time embedding that drives adaLN.")
+    seq_len: int = doc(256, "Context length in tokens (training block length).")
+    dropout: float = doc(0.0, "Dropout rate in attention output and MLP.")
+    attention: str = doc("auto", "Attention kernel: auto (flash-attn if installed, else SDPA), sdpa, flash.")
+
+
+@dataclass
+class DataConfig:
+    name: str = doc("pydocs", "Corpus name (see `atat data list`); prepared on first use.")
+    tokenizer: str = doc("", "Tokenizer: bytes, bpe, or a hub name (gpt2); empty = the corpus default.")
+    vocab_size: int = doc(0, "Vocabulary size for a locally trained BPE; 0 = the corpus default.")
+
+
+@dataclass
+class DiffusionConfig:
+    schedule: str = doc("loglinear", "Noise schedule: loglinear (MDLM default) or cosine.")
+    eps: float = doc(1e-3, "Smallest time / largest unmasked fraction: t = (1 - eps) u + eps.")
+    antithetic: bool = doc(True, "Stratified (low-discrepancy) time sampling across the batch.")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = doc(3e-4, "Peak learning rate (AdamW).")
+    betas: list = doc([0.9, 0.999], "AdamW betas.")
+    weight_decay: float = doc(0.0, "AdamW decoupled weight decay.")
+    warmup_steps: int = doc(50, "Linear learning-rate warm-up steps.")
+    schedule: str = doc("cosine", "Learning rate after warm-up: cosine (to min_lr_ratio) or constant.")
+    min_lr_ratio: float = doc(0.1, "Final learning rate as a fraction of lr (cosine).")
+    grad_clip: float = doc(1.0, "Clip the global gradient norm to this (0 = off).")
+    ema: float = doc(0.9999, "EMA decay of the weights used for eval and sampling (0 = off); warmed up as min(ema, (1+step)/(10+step)).")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = doc(5000, "Optimiser steps to train for.")
+    batch_size: int = doc(16, "Sequences per micro-batch (per process).")
+    grad_accum: int = doc(1, "Micro-batches accumulated per optimiser step.")
+    precision: str = doc("auto", "auto (bf16 autocast on CUDA and on CPUs with bf16 matrix units), bf16, fp32.")
+    compile: bool = doc(False, "Wrap the model in torch.compile.")
+    seed: int = doc(0, "Seed for initialisation, data order and diffusion noise.")
+    log_every: int = doc(10, "Steps between metrics.jsonl training records.")
+    eval_every: int = doc(100, "Steps between validation NELBO measurements (0 = only at the end).")
+    eval_batches: int = doc(8, "Validation batches per measurement.")
+    save_every: int = doc(200, "Steps between checkpoints (a checkpoint is always written at the end).")
+    keep_last: int = doc(3, "Periodic checkpoints kept (best.pt is kept besides).")
+
+
+@dataclass
+class RunConfig:
+    method: str = doc("mdlm", "Training method: mdlm (masked diffusion) or ar (autoregressive baseline).")
+    size: str = doc("tiny", "Name of the size preset the model section came from.")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "RunConfig":
+        m, t, o = self.model, self.train, self.optim
+        checks = [
+            (self.method in METHODS, f"unknown method '{self.method}'", f"choose one of: {', '.join(METHODS)}"),
+            (m.n_layers >= 1 and m.d_model >= 1 and m.seq_len >= 2, "model sizes must be positive (seq_len >= 2)", None),
+            (m.n_heads >= 1 and m.d_model % m.n_heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})", None),
+            ((m.d_model // max(m.n_heads, 1)) % 2 == 0, "head width d_model / n_heads must be even (rotary embeddings)", None),
+            (m.attention in ("auto", "sdpa", "flash"), f"unknown attention '{m.attention}'", "choose auto, sdpa or flash"),
+            (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)", None),
+            (self.diffusion.schedule in SCHEDULES, f"unknown schedule '{self.diffusion.schedule}'", f"choose one of: {', '.join(SCHEDULES)}"),
+            (0.0 < self.diffusion.eps < 0.5, "diffusion.eps must be in (0, 0.5)", None),
+            (t.max_steps >= 1, f"max_steps must be at least 1 (got {t.max_steps})", "pass --max-steps N with N >= 1"),
+            (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and train.grad_accum must be at least 1", None),
+            (t.precision in ("auto", "bf16", "fp32"), f"unknown precision '{t.precision}'", "choose auto, bf16 or fp32"),
+            (t.keep_last >= 1, "train.keep_last must be at least 1", None),
+            (t.log_every >= 1 and t.save_every >= 1 and t.eval_every >= 0 and t.eval_batches >= 1, "train.log_every, save_every, eval_batches must be >= 1 and eval_every >= 0", None),
+            (o.lr > 0 and o.warmup_steps >= 0 and 0 <= o.min_lr_ratio <= 1, "optim.lr must be > 0, warmup_steps >= 0, min_lr_ratio in [0, 1]", None),
+            (o.schedule in ("cosine", "constant"), f"unknown lr schedule '{o.schedule}'", "choose cosine or constant"),
+            (0.0 <= o.ema < 1.0, "optim.ema must be in [0, 1)", None),
+            (len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas must be two numbers in [0, 1)", None),
+        ]
+        for ok, message, hint in checks:
+            if not ok:
+                raise AtatError(message, hint)
+        return self
+
+
+METHODS = ("mdlm", "ar")
+SCHEDULES = ("loglinear", "cosine")
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _field_types(cls) -> dict[str, typing.Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value, typ, key: str):
+    """Check a YAML value against a dataclass field type; ints are accepted for floats."""
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ in (int, float, str, list) and isinstance(value, typ) and not isinstance(value, bool):
+        return value
+    raise AtatError(f"config key '{key}' expects {typ.__name__}, got {value!r}")
+
+
+def _merge(obj, data: dict, prefix: str = "") -> None:
+    """Apply a nested dict onto a dataclass instance in place; unknown keys are errors."""
+    if not isinstance(data, dict):
+        raise AtatError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
+    types = _field_types(type(obj))
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in types:
+            known = ", ".join(f"{prefix}{k}" for k in types)
+            raise AtatError(f"unknown config key '{full}'", f"known keys here: {known}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, types[key], full))
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise AtatError(f"config file not found: {path}", "see `atat config list` for the shipped presets")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise AtatError(f"cannot parse config file {path}: {e}".splitlines()[0]) from e
+    if not isinstance(data, dict):
+        raise AtatError(f"config file {path} must hold a mapping of sections")
+    return data
+
+
+def parse_override(item: str) -> dict:
+    """`train.lr=1e-3` -> {"train": {"lr": 0.001}} (the value is parsed as YAML)."""
+    if "=" not in item:
+        raise AtatError(f"--set expects key=value, got '{item}'", "example: --set train.batch_size=8")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    nested: dict = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def preset_names(kind: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
+
+
+def preset_path(kind: str, name: str) -> Path:
+    path = CONFIG_DIR / kind / f"{name}.yaml"
+    if not path.is_file():
+        raise AtatError(f"unknown {kind[:-1]} '{name}'", f"choose one of: {', '.join(preset_names(kind))}")
+    return path
+
+
+def load_config(
+    size: str | None = None,
+    method: str | None = None,
+    config_file: Path | None = None,
+    overrides: typing.Sequence[str] = (),
+) -> RunConfig:
+    """Compose defaults < size preset < method preset < config file < overrides, then validate."""
+    cfg = RunConfig()
+    file_data = _read_yaml(Path(config_file)) if config_file else {}
+    override_data = [parse_override(item) for item in overrides]
+    # The size and method named last win, so that `--set method=ar` picks the AR preset too.
+    size = size or file_data.get("size") or cfg.size
+    method = method or file_data.get("method") or cfg.method
+    for o in override_data:
+        size = o.get("size", size)
+        method = o.get("method", method)
+    cfg.size = size
+    _merge(cfg, _read_yaml(preset_path("sizes", size)))
+    if method not in METHODS:
+        raise AtatError(f"unknown method '{method}'", f"choose one of: {', '.join(METHODS)}")
+    cfg.method = method
+    method_preset = CONFIG_DIR / "methods" / f"{method}.yaml"
+    if method_preset.is_file():
+        _merge(cfg, _read_yaml(method_preset))
+    _merge(cfg, file_data)
+    for o in override_data:
+        _merge(cfg, o)
+    return cfg.validate()
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """Rebuild the config saved in a run folder (strict: a stale key is an error)."""
+    cfg = RunConfig()
+    _merge(cfg, data)
+    return cfg.validate()
+
+
+def describe(obj=None, prefix: str = "") -> list[tuple[str, typing.Any, str]]:
+    """(key, value, help) for every leaf field: the text of `atat config show`."""
+    obj = obj if obj is not None else RunConfig()
+    rows = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += describe(value, f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,23 @@
+"""The forward (noising) process: sample times, then mask tokens independently."""
+
+from __future__ import annotations
+
+import torch
+
+
+def sample_times(n: int, eps: float, antithetic: bool, generator: torch.Generator, device) -> torch.Tensor:
+    """t = (1 - eps) u + eps. Antithetic (MDLM's low-discrepancy sampler): one uniform draw in each
+    of n equal strata of [0, 1), so a batch always covers all noise levels and the loss variance drops."""
+    u = torch.rand(n, generator=generator, device=device)
+    if antithetic:
+        u = (u / n + torch.arange(n, device=device) / n) % 1.0
+    return (1.0 - eps) * u + eps
+
+
+def mask_tokens(x0: torch.Tensor, mask_prob: torch.Tensor, mask_id: int, generator: torch.Generator):
+    """Replace each token by mask_id with probability mask_prob (broadcast to x0's shape).
+
+    Returns (x_t, masked) where masked is the boolean mask indicator."""
+    draw = torch.rand(x0.shape, generator=generator, device=x0.device)
+    masked = draw < mask_prob
+    return torch.where(masked, torch.full_like(x0, mask_id), x0), masked

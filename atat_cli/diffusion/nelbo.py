@@ -1,0 +1,43 @@
+"""MDLM's continuous-time NELBO for masked diffusion.
+
+For one sequence at time t, with masked set M:
+    NELBO_t = w(t) * sum_{i in M} -log p_theta(x0_i | x_t)        w(t) = -alpha'(t) / (1 - alpha(t))
+averaged (in expectation over t ~ U[eps, 1]) per token. Per MDLM, the mean is over all tokens:
+unmasked ones contribute zero but count.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from atat_cli.diffusion.forward import mask_tokens
+from atat_cli.diffusion.schedules import NoiseSchedule
+
+
+def masked_token_nll(logits: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """-log p(x0_i | x_t) at masked positions (0 at unmasked ones), fp32, shape (B, T).
+
+    Equal to gathering from subs_log_probs without building the carry-over tensor: under SUBS
+    unmasked positions contribute exactly zero, and the mask id (the last logit) is dropped,
+    which is the same as giving it probability zero."""
+    assert mask_id == logits.shape[-1] - 1, "the mask id is the last logit"
+    real = logits[..., :mask_id].float()
+    nll = torch.nn.functional.cross_entropy(real.transpose(1, 2), x0, reduction="none")
+    return torch.where(masked, nll, torch.zeros_like(nll))
+
+
+def diffusion_forward(model, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule, mask_id: int,
+                      generator: torch.Generator, mask_prob: torch.Tensor | None = None):
+    """Mask x0 at times t (uniformly, or with the given per-position probabilities), run the model.
+
+    Returns (logits, x_t, masked)."""
+    if mask_prob is None:
+        mask_prob = schedule.mask_rate(t)[:, None]
+    x_t, masked = mask_tokens(x0, mask_prob, mask_id, generator)
+    logits = model(x_t, schedule.mask_rate(t))
+    return logits, x_t, masked
+
+
+def nelbo_per_token(nll: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """Weight each masked token's NLL by w(t): (B, T) terms whose mean over tokens is the NELBO."""
+    return schedule.loss_weight(t)[:, None] * nll

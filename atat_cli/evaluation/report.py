@@ -1,0 +1,63 @@
+"""Evaluate a run folder on a split: the numbers `atat eval` prints."""
+
+from __future__ import annotations
+
+from atat_cli.errors import AtatError
+from atat_cli.evaluation.likelihood import evaluate_likelihood, summarize
+
+
+def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc: int = 4, batch_size: int = 16,
+                 max_blocks: int = 0, seed: int = 0, device=None, progress: bool = False) -> dict:
+    from atat_cli.data import ensure_prepared
+    from atat_cli.runs import load_run
+    from atat_cli.training.precision import autocast, default_device, resolve_precision
+
+    if split not in ("valid", "test"):
+        raise AtatError(f"unknown split '{split}'", "choose valid or test")
+    if mc < 1 or batch_size < 1 or max_blocks < 0:
+        raise AtatError("--mc and --batch-size must be at least 1, --max-blocks at least 0")
+    device = device or default_device()
+    trained = load_run(run, device)
+    cfg, corpus = trained.cfg, trained.data
+    if data is not None and data != corpus.name:
+        corpus = ensure_prepared(data, tokenizer=trained.data.meta["tokenizer"]["name"], progress=progress)
+        if corpus.meta["tokenizer"] != trained.data.meta["tokenizer"]:
+            raise AtatError(f"corpus '{data}' was prepared with another tokenizer than the run's",
+                            f"re-prepare it: atat data fetch {data} --tokenizer {trained.data.meta['tokenizer']['name']} --force")
+    blocks = corpus.blocks(split, cfg.model.seq_len)
+    if max_blocks:
+        blocks = blocks[:max_blocks]
+    if len(blocks) == 0:
+        raise AtatError(f"split '{split}' of '{corpus.name}' has fewer tokens than one block of {cfg.model.seq_len}")
+    precision = resolve_precision(cfg.train.precision, device)
+    with _progress_bar(len(blocks), enabled=progress) as advance:
+        raw = evaluate_likelihood(trained.model, blocks, method=cfg.method, diffusion_cfg=cfg.diffusion,
+                                  mask_id=corpus.vocab_size, bos_id=corpus.eos_id, mc=mc, batch_size=batch_size,
+                                  seed=seed, device=device, autocast=lambda: autocast(device, precision),
+                                  progress=advance)
+    result = {"run": str(trained.checkpoint.parent), "checkpoint": str(trained.checkpoint), "method": cfg.method,
+              "step": trained.step, "data": corpus.name, "split": split,
+              "mc": mc if cfg.method != "ar" else None, "seed": seed}
+    result.update(summarize(raw, corpus.bytes_per_token(split)))
+    return result
+
+
+class _progress_bar:
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                 console=Console(stderr=True), transient=True)
+        self.progress.__enter__()
+        task = self.progress.add_task("eval", total=self.total)
+        return lambda done: self.progress.update(task, completed=done)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.__exit__(*exc)

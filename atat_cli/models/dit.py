@@ -1,0 +1,40 @@
+"""DiT backbone for masked diffusion, as in MDLM: bidirectional attention, adaLN time conditioning.
+
+Input: token ids x_t (B, T) where masked positions hold `mask_id`, and the noise level (B,)
+(the masking rate 1 - alpha(t), which means the same thing under every schedule). Output:
+logits (B, T, vocab_size + 1) over the real vocabulary plus the mask id; the SUBS
+parameterisation (diffusion/subs.py) decides what to do with them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from atat_cli.models.layers import Block, FinalLayer, Rotary, TimeEmbedding
+
+
+class DiT(nn.Module):
+    def __init__(self, cfg, vocab_size: int):
+        """cfg: ModelConfig; vocab_size: the tokenizer's vocabulary (the mask id is appended)."""
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.mask_id = vocab_size
+        self.embed = nn.Embedding(vocab_size + 1, cfg.d_model)
+        self.time = TimeEmbedding(cfg.cond_dim)
+        self.rotary = Rotary(cfg.d_model // cfg.n_heads, cfg.seq_len)
+        self.blocks = nn.ModuleList(
+            Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=False,
+                  cond_dim=cfg.cond_dim, kernel=cfg.attention)
+            for _ in range(cfg.n_layers)
+        )
+        self.final = FinalLayer(cfg.d_model, vocab_size + 1, cfg.cond_dim)
+
+    def forward(self, x_t: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x_t)
+        cond = F.silu(self.time(noise_level))
+        for block in self.blocks:
+            x = block(x, self.rotary, cond)
+        return self.final(x, cond)

@@ -1,0 +1,161 @@
+"""Building blocks shared by the DiT, the AR baseline and the importance estimator.
+
+A block is pre-norm attention + MLP. With a conditioning vector (the diffusion time) the norms
+are modulated by adaLN (shift, scale, gate), as in DiT/MDLM; without one they are plain
+LayerNorms, which is the AR baseline. Rotary position embeddings on queries and keys.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+try:  # optional, never required: used on CUDA in half precision when installed
+    from flash_attn import flash_attn_func
+except ImportError:  # pragma: no cover - depends on the machine
+    flash_attn_func = None
+
+
+def flash_available() -> bool:
+    return flash_attn_func is not None
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoFormer): rotates pairs of channels by position-dependent angles."""
+
+    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (T, Dh/2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        # x: (B, T, H, Dh); rotate (x1, x2) halves, computed in fp32 for accuracy.
+        T = x.shape[1]
+        cos = self.cos[offset : offset + T, None, :]
+        sin = self.sin[offset : offset + T, None, :]
+        x1, x2 = x.float().chunk(2, dim=-1)
+        out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+        return out.type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, causal: bool, kernel: str = "auto"):
+        super().__init__()
+        self.n_heads = n_heads
+        self.causal = causal
+        self.kernel = kernel
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, rotary: Rotary, kv_cache: dict | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).unbind(dim=2)
+        offset = 0 if kv_cache is None else kv_cache.get("len", 0)
+        q, k = rotary(q, offset), rotary(k, offset)
+        if kv_cache is not None:  # AR decoding: append this step's keys/values
+            if "k" in kv_cache:
+                k = torch.cat([kv_cache["k"], k], dim=1)
+                v = torch.cat([kv_cache["v"], v], dim=1)
+            kv_cache["k"], kv_cache["v"], kv_cache["len"] = k, v, k.shape[1]
+        p = self.dropout if self.training else 0.0
+        # With a cache and a single query the query attends to everything before it: no mask needed.
+        causal = self.causal and (kv_cache is None or T > 1)
+        if self._use_flash(q):
+            y = flash_attn_func(q, k, v, dropout_p=p, causal=causal)
+        else:
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=p, is_causal=causal
+            ).transpose(1, 2)
+        return self.proj(y.reshape(B, T, C))
+
+    def _use_flash(self, q: torch.Tensor) -> bool:
+        if self.kernel == "sdpa" or flash_attn_func is None:
+            return False
+        return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, ratio: float, dropout: float):
+        super().__init__()
+        hidden = int(ratio * d_model)
+        self.fc = nn.Linear(d_model, hidden)
+        self.out = nn.Linear(hidden, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.out(F.gelu(self.fc(x), approximate="tanh")))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; adaLN-modulated when cond_dim is given (DiT), plain otherwise (AR)."""
+
+    def __init__(self, d_model, n_heads, mlp_ratio, dropout, causal, cond_dim=None, kernel="auto"):
+        super().__init__()
+        conditioned = cond_dim is not None
+        # Under adaLN the affine part comes from the time embedding, so the norms carry none.
+        self.norm1 = nn.LayerNorm(d_model, elementwise_affine=not conditioned)
+        self.norm2 = nn.LayerNorm(d_model, elementwise_affine=not conditioned)
+        self.attn = Attention(d_model, n_heads, dropout, causal, kernel)
+        self.mlp = MLP(d_model, mlp_ratio, dropout)
+        self.drop = nn.Dropout(dropout)
+        self.adaLN = nn.Linear(cond_dim, 6 * d_model) if conditioned else None
+        if self.adaLN is not None:  # zero init: every block starts as the identity (DiT's adaLN-Zero)
+            nn.init.zeros_(self.adaLN.weight)
+            nn.init.zeros_(self.adaLN.bias)
+
+    def forward(self, x, rotary, cond=None, kv_cache=None):
+        if self.adaLN is None:
+            x = x + self.drop(self.attn(self.norm1(x), rotary, kv_cache))
+            return x + self.mlp(self.norm2(x))
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(cond).chunk(6, dim=-1)
+        x = x + gate1[:, None] * self.drop(self.attn(modulate(self.norm1(x), shift1, scale1), rotary))
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class FinalLayer(nn.Module):
+    """Norm + zero-initialised projection to logits (so training starts from uniform predictions)."""
+
+    def __init__(self, d_model: int, out_dim: int, cond_dim: int | None = None):
+        super().__init__()
+        conditioned = cond_dim is not None
+        self.norm = nn.LayerNorm(d_model, elementwise_affine=not conditioned)
+        self.linear = nn.Linear(d_model, out_dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.adaLN = nn.Linear(cond_dim, 2 * d_model) if conditioned else None
+        if self.adaLN is not None:
+            nn.init.zeros_(self.adaLN.weight)
+            nn.init.zeros_(self.adaLN.bias)
+
+    def forward(self, x, cond=None):
+        x = self.norm(x)
+        if self.adaLN is not None:
+            shift, scale = self.adaLN(cond).chunk(2, dim=-1)
+            x = modulate(x, shift, scale)
+        return self.linear(x)
+
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal features of a noise level in [0, 1] followed by an MLP (DiT's timestep embedder)."""
+
+    def __init__(self, cond_dim: int, n_freq: int = 256, max_period: float = 10000.0):
+        super().__init__()
+        half = n_freq // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half).float() / half)
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(n_freq, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+
+    def forward(self, level: torch.Tensor) -> torch.Tensor:
+        # Scale [0, 1] to [0, 1000] so the frequencies resolve small differences in noise level.
+        args = 1000.0 * level.float()[:, None] * self.freqs[None]
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))

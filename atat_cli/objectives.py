@@ -1,0 +1,61 @@
+"""Training objectives behind one interface: given a model and a clean batch, the loss to
+minimise and the metrics to log. The trainer does not know which one it runs.
+
+MDLM and AR live here; ATAT adds its own implementation of the same interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+
+from atat_cli.diffusion import build_schedule, diffusion_forward, masked_token_nll, nelbo_per_token, sample_times
+
+
+class Objective(ABC):
+    @abstractmethod
+    def loss(self, model, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Scalar loss for a clean batch x0 (B, T) and a dict of detached scalar tensors to log."""
+
+
+class MDLMObjective(Objective):
+    """MDLM's continuous-time NELBO with uniform masking and (optionally) antithetic times."""
+
+    def __init__(self, diffusion_cfg, mask_id: int):
+        self.schedule = build_schedule(diffusion_cfg.schedule, diffusion_cfg.eps)
+        self.eps = diffusion_cfg.eps
+        self.antithetic = diffusion_cfg.antithetic
+        self.mask_id = mask_id
+
+    def loss(self, model, x0, generator):
+        t = sample_times(x0.shape[0], self.eps, self.antithetic, generator, x0.device)
+        logits, _, masked = diffusion_forward(model, x0, t, self.schedule, self.mask_id, generator)
+        nll = masked_token_nll(logits, x0, masked, self.mask_id)
+        loss = nelbo_per_token(nll, t, self.schedule).mean()  # mean over all tokens, as MDLM
+        return loss, {"nelbo": loss.detach(), "mask_rate": masked.float().mean()}
+
+
+class ARObjective(Objective):
+    """Next-token cross-entropy; EOS stands in as the token before each block (documents are
+    EOS-separated), so every token of the block is predicted, as in the diffusion NELBO."""
+
+    def __init__(self, bos_id: int):
+        self.bos_id = bos_id
+
+    def loss(self, model, x0, generator):
+        logits = model(shift_right(x0, self.bos_id))
+        loss = F.cross_entropy(logits.float().flatten(0, 1), x0.flatten())
+        return loss, {"nll": loss.detach()}
+
+
+def shift_right(x0: torch.Tensor, bos_id: int) -> torch.Tensor:
+    bos = torch.full_like(x0[:, :1], bos_id)
+    return torch.cat([bos, x0[:, :-1]], dim=1)
+
+
+def build_objective(cfg, vocab_size: int, eos_id: int) -> Objective:
+    if cfg.method == "ar":
+        return ARObjective(bos_id=eos_id)
+    return MDLMObjective(cfg.diffusion, mask_id=vocab_size)

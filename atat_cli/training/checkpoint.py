@@ -1,0 +1,63 @@
+"""Checkpoints: written atomically, rotated, and loaded with clear errors.
+
+A checkpoint is written to a temporary file in the same folder, fsynced, then renamed over the
+target, so a crash mid-write never leaves a truncated file and never destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from atat_cli.errors import AtatError
+
+STEP_PATTERN = re.compile(r"^step-(\d+)\.pt$")
+
+
+def save_atomic(state: dict, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """Periodic checkpoints of a run, oldest first."""
+    found = [(int(m.group(1)), p) for p in Path(run_dir).glob("step-*.pt") if (m := STEP_PATTERN.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_step_checkpoint(state: dict, run_dir: Path, step: int, keep_last: int) -> Path:
+    path = Path(run_dir) / f"step-{step:08d}.pt"
+    save_atomic(state, path)
+    for old in step_checkpoints(run_dir)[:-keep_last]:  # rotate only after the new one is safe
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    steps = step_checkpoints(run_dir)
+    return steps[-1] if steps else None
+
+
+def load_checkpoint(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise AtatError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise AtatError(f"corrupt or unreadable checkpoint {path}: {type(e).__name__}",
+                        "retrain, or point at another checkpoint of the run (step-*.pt, best.pt)") from e
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise AtatError(f"{path} is not an atat checkpoint (no model/config inside)")
+    return state

@@ -1,0 +1,300 @@
+"""The training loop: one objective, AdamW + warm-up/cosine, clipping, EMA, autocast, accumulation,
+periodic validation, atomic checkpoints that resume exactly, Ctrl-C that saves and exits.
+
+Shaped for torchrun: rank 0 alone logs and writes; every rank reads its own shard of the data;
+all state lives on the Trainer (no module globals).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from atat_cli.data import BatchLoader, PreparedData, ensure_prepared
+from atat_cli.errors import AtatError
+from atat_cli.evaluation import evaluate_likelihood, summarize
+from atat_cli.models import build_model, count_parameters
+from atat_cli.objectives import build_objective
+from atat_cli.training.checkpoint import latest_checkpoint, load_checkpoint, save_atomic, save_step_checkpoint
+from atat_cli.training.distributed import DistEnv
+from atat_cli.training.ema import EMA
+from atat_cli.training.lock import RunLock
+from atat_cli.training.precision import autocast, resolve_precision
+
+
+def lr_factor(step: int, optim_cfg, max_steps: int) -> float:
+    """Linear warm-up to 1, then constant or cosine decay to min_lr_ratio at max_steps."""
+    if step < optim_cfg.warmup_steps:
+        return (step + 1) / optim_cfg.warmup_steps
+    if optim_cfg.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - optim_cfg.warmup_steps) / max(1, max_steps - optim_cfg.warmup_steps))
+    return optim_cfg.min_lr_ratio + (1 - optim_cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def prepare_data(cfg, progress: bool = True) -> PreparedData:
+    return ensure_prepared(cfg.data.name, tokenizer=cfg.data.tokenizer or None,
+                           vocab_size=cfg.data.vocab_size or None, progress=progress)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    interrupted: bool
+    last_checkpoint: Path | None
+    best_val: float | None
+    seconds: float
+
+
+class Trainer:
+    def __init__(self, cfg, run_dir: Path, *, resume: bool = False, progress: bool = True,
+                 dist: DistEnv | None = None, log=print):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.show_progress = progress
+        self.dist = dist or DistEnv.from_env()
+        self.log = log if self.dist.is_main else (lambda *a, **k: None)
+        self.interrupted = False
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        cfg, dist = self.cfg, self.dist
+        dist.init()
+        self.device = dist.device()
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+        self.data = prepare_data(cfg, progress=self.show_progress and dist.is_main)
+        seq_len = cfg.model.seq_len
+        self.train_blocks = self.data.blocks("train", seq_len)
+        self.valid_blocks = self.data.blocks("valid", seq_len)
+        if len(self.valid_blocks) == 0:
+            raise AtatError(f"the validation split of '{self.data.name}' has fewer than {seq_len} tokens",
+                            "use more data or a smaller model.seq_len")
+
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_model(cfg, self.data.vocab_size).to(self.device)
+        self.ema = EMA(self.model, cfg.optim.ema) if cfg.optim.ema > 0 else None
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                                           weight_decay=cfg.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, cfg.optim, cfg.train.max_steps))
+        self.objective = build_objective(cfg, self.data.vocab_size, self.data.eos_id)
+        # Diffusion noise (times, masks) has its own generator so it can be saved and resumed.
+        self.noise = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 1 + dist.rank)
+        self.loader = BatchLoader(self.train_blocks, cfg.train.batch_size, seed=cfg.train.seed,
+                                  rank=dist.rank, world_size=dist.world_size)
+        self.step = 0
+        self.best_val = None
+        self.forward_model = dist.wrap(self.model)
+        if cfg.train.compile:
+            self.forward_model = torch.compile(self.forward_model)
+
+    def _state(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loader": self.loader.state_dict(),
+            "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "best_val": self.best_val,
+            "data": {"name": self.data.name, "path": str(self.data.path), "vocab_size": self.data.vocab_size,
+                     "eos_id": self.data.eos_id, "hash": self.data.meta.get("content_hash")},
+        }
+
+    def _restore(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        saved_model = state["config"]["model"]
+        if saved_model != self.cfg.to_dict()["model"] or state["config"]["method"] != self.cfg.method:
+            raise AtatError(f"cannot resume from {path}: its model or method differs from the requested config",
+                            "resume with the same --size/--method/--config, or pass a new --out")
+        self.model.load_state_dict(state["model"])
+        if self.ema and state["ema"]:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loader.load_state_dict(state["loader"])
+        self.noise.set_state(state["rng"]["noise"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step = state["step"]
+        self.best_val = state["best_val"]
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def _train_step(self) -> dict:
+        cfg = self.cfg
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, torch.Tensor] = {}
+        for micro in range(cfg.train.grad_accum):
+            x0 = self.loader.next_batch().to(self.device, non_blocking=True)
+            last = micro == cfg.train.grad_accum - 1
+            sync = self.forward_model.no_sync() if (self.dist.enabled and not last) else contextlib.nullcontext()
+            with sync:
+                with autocast(self.device, self.precision):
+                    loss, metrics = self.objective.loss(self.forward_model, x0, self.noise)
+                (loss / cfg.train.grad_accum).backward()
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + v.float() / cfg.train.grad_accum
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if not torch.isfinite(grad_norm):
+            raise AtatError(f"non-finite gradient norm at step {self.step + 1}",
+                            "lower optim.lr or use --set train.precision=fp32; the last checkpoint is intact")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        if self.ema:
+            self.ema.update(self.model, self.step)
+        totals["grad_norm"] = grad_norm
+        return totals
+
+    def validate(self) -> dict:
+        """Uniform-masking validation NELBO (AR: NLL) with EMA weights on a fixed subset."""
+        cfg = self.cfg
+        n = min(len(self.valid_blocks), cfg.train.eval_batches * cfg.train.batch_size)
+        with (self.ema.applied(self.model) if self.ema else contextlib.nullcontext()):
+            raw = evaluate_likelihood(
+                self.model, self.valid_blocks[:n], method=cfg.method, diffusion_cfg=cfg.diffusion,
+                mask_id=self.data.vocab_size, bos_id=self.data.eos_id, mc=1, batch_size=cfg.train.batch_size,
+                seed=1234, device=self.device, autocast=lambda: autocast(self.device, self.precision))
+        summary = summarize(raw, self.data.bytes_per_token("valid"))
+        return {"val_nelbo": self.dist.mean(summary["nelbo"]), "val_bpb": self.dist.mean(summary["bits_per_byte"])}
+
+    def _save(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        return save_step_checkpoint(self._state(), self.run_dir, self.step, self.cfg.train.keep_last)
+
+    def _write(self, metrics_file, record: dict) -> None:
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.interrupted:  # second Ctrl-C: stop now, the last checkpoint on disk is intact
+            raise KeyboardInterrupt
+        self.interrupted = True
+        self.log("[yellow]Interrupted: saving a checkpoint after this step (Ctrl-C again to abort)[/]")
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        with RunLock(self.run_dir) if self.dist.is_main else contextlib.nullcontext():
+            self._build()
+            if self.resume:
+                path = latest_checkpoint(self.run_dir)
+                if path is None:
+                    raise AtatError(f"nothing to resume: no checkpoint in {self.run_dir}",
+                                    "drop --resume to start a new run")
+                self._restore(path)
+                self.log(f"Resumed from {path.name} at step {self.step}")
+            elif latest_checkpoint(self.run_dir) is not None:
+                raise AtatError(f"{self.run_dir} already holds a training run",
+                                "pass --resume to continue it, or --out NEW_DIR for a new run")
+            if self.step >= cfg.train.max_steps:
+                raise AtatError(f"the run is already at step {self.step} >= max_steps {cfg.train.max_steps}",
+                                "pass a larger --max-steps to continue training")
+            metrics_file = None
+            if self.dist.is_main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+                metrics_file = open(self.run_dir / "metrics.jsonl", "a")
+                self.log(f"Model: {cfg.method} {cfg.size}, {count_parameters(self.model) / 1e6:.2f}M parameters; "
+                         f"data: {self.data.name} ({len(self.train_blocks)} train blocks of {cfg.model.seq_len}); "
+                         f"device: {self.device}, precision: {self.precision}")
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
+            start = time.time()
+            try:
+                last = self._loop(metrics_file)
+            finally:
+                signal.signal(signal.SIGINT, previous)
+                if metrics_file is not None:
+                    metrics_file.close()
+        return TrainResult(self.step, self.interrupted, last, self.best_val, time.time() - start)
+
+    def _loop(self, metrics_file) -> Path | None:
+        cfg = self.cfg
+        tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.seq_len * self.dist.world_size
+        bar = _ProgressBar(cfg.train.max_steps, self.step, enabled=self.show_progress and self.dist.is_main,
+                           log=self.log)
+        last_path = None
+        window_start, window_steps = time.time(), 0
+        with bar:
+            while self.step < cfg.train.max_steps and not self.interrupted:
+                metrics = self._train_step()
+                window_steps += 1
+                end = self.step == cfg.train.max_steps
+                if self.step % cfg.train.log_every == 0 or end:
+                    elapsed = time.time() - window_start
+                    record = {"step": self.step, "tokens": self.step * tokens_per_step,
+                              "lr": self.scheduler.get_last_lr()[0],
+                              "tokens_per_s": window_steps * tokens_per_step / max(elapsed, 1e-9)}
+                    record.update({k: float(v) for k, v in metrics.items()})
+                    record["loss"] = record.get("nelbo", record.get("nll"))
+                    if not math.isfinite(record["loss"]):
+                        raise AtatError(f"loss became {record['loss']} at step {self.step}",
+                                        "lower optim.lr; the last checkpoint is intact")
+                    self._write(metrics_file, record)
+                    bar.update(self.step, record)
+                    window_start, window_steps = time.time(), 0
+                if (cfg.train.eval_every and self.step % cfg.train.eval_every == 0) or end:
+                    val = self.validate()
+                    self._write(metrics_file, {"step": self.step, **val})
+                    bar.note(f"step {self.step}: val NELBO {val['val_nelbo']:.4f} nats/token, {val['val_bpb']:.4f} bits/byte")
+                    if self.best_val is None or val["val_nelbo"] < self.best_val:
+                        self.best_val = val["val_nelbo"]
+                        if self.dist.is_main:
+                            save_atomic(self._state(), self.run_dir / "best.pt")
+                if self.step % cfg.train.save_every == 0 or end or self.interrupted:
+                    last_path = self._save() or last_path
+                    window_start = time.time()  # checkpoint writes are not training throughput
+        return last_path
+
+
+class _ProgressBar:
+    """Rich progress bar on stderr: loss, tokens/s, lr, ETA."""
+
+    def __init__(self, total: int, start: int, enabled: bool, log):
+        self.enabled = enabled
+        self.log = log
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                     console=Console(stderr=True))
+            self.task = self.progress.add_task("train", total=total, completed=start, info="")
+
+    def __enter__(self):
+        if self.enabled:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.__exit__(*exc)
+
+    def update(self, step: int, record: dict) -> None:
+        if self.enabled:
+            info = f"loss {record['loss']:.3f} | {record['tokens_per_s']:,.0f} tok/s | lr {record['lr']:.2e}"
+            self.progress.update(self.task, completed=step, info=info)
+
+    def note(self, message: str) -> None:
+        if self.enabled:
+            self.progress.console.print(message)
+        else:
+            self.log(message)
