@@ -134,6 +134,11 @@ def _coerce(value, typ, key: str):
     """Check a YAML value against a dataclass field type; ints are accepted for floats."""
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, str):  # YAML reads "3e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if typ is bool:
         if isinstance(value, bool):
             return value

@@ -37,7 +37,7 @@ def train(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<method>-<size>-<data>).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of config sections (see `atat config show`).")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set optim.lr=1e-3 (repeatable).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out (or the newest matching run) from its last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (or the newest matching run) from its last checkpoint.")] = False,
     seed: Annotated[Optional[int], typer.Option(help="Seed for initialisation, data order and noise (train.seed).")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile (train.compile).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary; no progress bar.")] = False,
@@ -60,7 +60,6 @@ def train(
         flags.append("train.compile=true")
     cfg = load_config(size=size, method=method, config_file=config, overrides=flags)
     run_dir = out_dir or default_run_dir(cfg.method, cfg.size, cfg.data.name, resume)
-    log(f"Run folder: {run_dir}")
     result = Trainer(cfg, run_dir, resume=resume, progress=not json_out, log=log).run()
     summary = {"run": str(run_dir), "step": result.step, "interrupted": result.interrupted,
                "best_val_nelbo": result.best_val, "checkpoint": str(result.last_checkpoint),

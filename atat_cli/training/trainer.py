@@ -98,20 +98,25 @@ class Trainer:
         if cfg.train.compile:
             self.forward_model = torch.compile(self.forward_model)
 
-    def _state(self) -> dict:
-        return {
+    def _state(self, full: bool = True) -> dict:
+        """Everything needed to resume exactly; full=False keeps only what eval and sampling need."""
+        state = {
             "config": self.cfg.to_dict(),
             "step": self.step,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
+            "best_val": self.best_val,
+            "data": {"name": self.data.name, "path": str(self.data.path), "vocab_size": self.data.vocab_size,
+                     "eos_id": self.data.eos_id, "hash": self.data.meta.get("content_hash")},
+        }
+        if not full:
+            return state
+        return state | {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "loader": self.loader.state_dict(),
             "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            "best_val": self.best_val,
-            "data": {"name": self.data.name, "path": str(self.data.path), "vocab_size": self.data.vocab_size,
-                     "eos_id": self.data.eos_id, "hash": self.data.meta.get("content_hash")},
         }
 
     def _restore(self, path: Path) -> None:
@@ -212,6 +217,7 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
                 metrics_file = open(self.run_dir / "metrics.jsonl", "a")
+                self.log(f"Run folder: {self.run_dir}")
                 self.log(f"Model: {cfg.method} {cfg.size}, {count_parameters(self.model) / 1e6:.2f}M parameters; "
                          f"data: {self.data.name} ({len(self.train_blocks)} train blocks of {cfg.model.seq_len}); "
                          f"device: {self.device}, precision: {self.precision}")
@@ -231,17 +237,19 @@ class Trainer:
         bar = _ProgressBar(cfg.train.max_steps, self.step, enabled=self.show_progress and self.dist.is_main,
                            log=self.log)
         last_path = None
-        window_start, window_steps = time.time(), 0
+        # Throughput counts training steps only, not validation or checkpoint writes.
+        window_seconds, window_steps = 0.0, 0
         with bar:
             while self.step < cfg.train.max_steps and not self.interrupted:
+                step_start = time.perf_counter()
                 metrics = self._train_step()
+                window_seconds += time.perf_counter() - step_start
                 window_steps += 1
                 end = self.step == cfg.train.max_steps
                 if self.step % cfg.train.log_every == 0 or end:
-                    elapsed = time.time() - window_start
                     record = {"step": self.step, "tokens": self.step * tokens_per_step,
                               "lr": self.scheduler.get_last_lr()[0],
-                              "tokens_per_s": window_steps * tokens_per_step / max(elapsed, 1e-9)}
+                              "tokens_per_s": window_steps * tokens_per_step / max(window_seconds, 1e-9)}
                     record.update({k: float(v) for k, v in metrics.items()})
                     record["loss"] = record.get("nelbo", record.get("nll"))
                     if not math.isfinite(record["loss"]):
@@ -249,7 +257,7 @@ class Trainer:
                                         "lower optim.lr; the last checkpoint is intact")
                     self._write(metrics_file, record)
                     bar.update(self.step, record)
-                    window_start, window_steps = time.time(), 0
+                    window_seconds, window_steps = 0.0, 0
                 if (cfg.train.eval_every and self.step % cfg.train.eval_every == 0) or end:
                     val = self.validate()
                     self._write(metrics_file, {"step": self.step, **val})
@@ -257,10 +265,9 @@ class Trainer:
                     if self.best_val is None or val["val_nelbo"] < self.best_val:
                         self.best_val = val["val_nelbo"]
                         if self.dist.is_main:
-                            save_atomic(self._state(), self.run_dir / "best.pt")
+                            save_atomic(self._state(full=False), self.run_dir / "best.pt")
                 if self.step % cfg.train.save_every == 0 or end or self.interrupted:
                     last_path = self._save() or last_path
-                    window_start = time.time()  # checkpoint writes are not training throughput
         return last_path
 
 
