@@ -77,6 +77,8 @@ class TrainConfig:
     eval_batches: int = doc(8, "Validation batches per measurement.")
     save_every: int = doc(200, "Steps between checkpoints (a checkpoint is always written at the end).")
     keep_last: int = doc(3, "Periodic checkpoints kept (best.pt is kept besides).")
+    tensorboard: bool = doc(False, "Also log metrics to TensorBoard (run folder/tensorboard; needs the tracking extra).")
+    wandb_project: str = doc("", "Also log metrics to this Weights & Biases project (needs the tracking extra).")
 
 
 @dataclass

@@ -112,3 +112,11 @@ def test_interrupt_saves_and_stops(atat_home, monkeypatch):
     result = t.run()
     assert result.interrupted and result.step == 3
     assert [p.name for p in step_checkpoints(atat_home / "ctrlc")] == ["step-00000003.pt"]
+
+
+def test_missing_tracker_is_a_clear_error(atat_home, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    with pytest.raises(AtatError, match="needs the tensorboard package"):
+        _train(atat_home / "tb", 2, extra=["train.tensorboard=true"])

@@ -8,7 +8,6 @@ all state lives on the Trainer (no module globals).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import time
@@ -28,6 +27,7 @@ from atat_cli.training.distributed import DistEnv
 from atat_cli.training.ema import EMA
 from atat_cli.training.lock import RunLock
 from atat_cli.training.precision import autocast, resolve_precision
+from atat_cli.training.sinks import MetricSinks
 
 
 def lr_factor(step: int, optim_cfg, max_steps: int) -> float:
@@ -184,10 +184,9 @@ class Trainer:
             return None
         return save_step_checkpoint(self._state(), self.run_dir, self.step, self.cfg.train.keep_last)
 
-    def _write(self, metrics_file, record: dict) -> None:
-        if metrics_file is not None:
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
+    def _write(self, sinks: MetricSinks | None, record: dict) -> None:
+        if sinks is not None:
+            sinks.write(record)
 
     def _on_sigint(self, signum, frame) -> None:
         if self.interrupted:  # second Ctrl-C: stop now, the last checkpoint on disk is intact
@@ -212,11 +211,11 @@ class Trainer:
             if self.step >= cfg.train.max_steps:
                 raise AtatError(f"the run is already at step {self.step} >= max_steps {cfg.train.max_steps}",
                                 "pass a larger --max-steps to continue training")
-            metrics_file = None
+            sinks = None
             if self.dist.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-                metrics_file = open(self.run_dir / "metrics.jsonl", "a")
+                sinks = MetricSinks(self.run_dir, cfg.train, cfg.to_dict())
                 self.log(f"Run folder: {self.run_dir}")
                 self.log(f"Model: {cfg.method} {cfg.size}, {count_parameters(self.model) / 1e6:.2f}M parameters; "
                          f"data: {self.data.name} ({len(self.train_blocks)} train blocks of {cfg.model.seq_len}); "
@@ -224,14 +223,14 @@ class Trainer:
             previous = signal.signal(signal.SIGINT, self._on_sigint)
             start = time.time()
             try:
-                last = self._loop(metrics_file)
+                last = self._loop(sinks)
             finally:
                 signal.signal(signal.SIGINT, previous)
-                if metrics_file is not None:
-                    metrics_file.close()
+                if sinks is not None:
+                    sinks.close()
         return TrainResult(self.step, self.interrupted, last, self.best_val, time.time() - start)
 
-    def _loop(self, metrics_file) -> Path | None:
+    def _loop(self, sinks) -> Path | None:
         cfg = self.cfg
         tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.seq_len * self.dist.world_size
         bar = _ProgressBar(cfg.train.max_steps, self.step, enabled=self.show_progress and self.dist.is_main,
@@ -255,12 +254,12 @@ class Trainer:
                     if not math.isfinite(record["loss"]):
                         raise AtatError(f"loss became {record['loss']} at step {self.step}",
                                         "lower optim.lr; the last checkpoint is intact")
-                    self._write(metrics_file, record)
+                    self._write(sinks, record)
                     bar.update(self.step, record)
                     window_seconds, window_steps = 0.0, 0
                 if (cfg.train.eval_every and self.step % cfg.train.eval_every == 0) or end:
                     val = self.validate()
-                    self._write(metrics_file, {"step": self.step, **val})
+                    self._write(sinks, {"step": self.step, **val})
                     bar.note(f"step {self.step}: val NELBO {val['val_nelbo']:.4f} nats/token, {val['val_bpb']:.4f} bits/byte")
                     if self.best_val is None or val["val_nelbo"] < self.best_val:
                         self.best_val = val["val_nelbo"]
