@@ -120,3 +120,24 @@ def test_missing_tracker_is_a_clear_error(atat_home, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
     with pytest.raises(AtatError, match="needs the tensorboard package"):
         _train(atat_home / "tb", 2, extra=["train.tensorboard=true"])
+
+
+def test_torchrun_two_processes(atat_home):
+    """DDP over gloo on the CPU: rank 0 alone writes, the run completes and evaluates."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "atat_cli.cli.app",
+           "train", "--size", "test", "--max-steps", "4", "--out", str(atat_home / "ddp"), "--json"]
+    for item in FAST:
+        cmd += ["--set", item]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count('"step": 4') == 1  # one summary, from rank 0
+    records = [json.loads(x) for x in (atat_home / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    assert train[0]["tokens"] == 2 * 4 * 32  # both ranks' batches count
+    assert [p.name for p in step_checkpoints(atat_home / "ddp")][-1] == "step-00000004.pt"

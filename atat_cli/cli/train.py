@@ -48,6 +48,7 @@ def train(
     """
     from atat_cli.config import load_config
     from atat_cli.training import Trainer
+    from atat_cli.training.distributed import DistEnv
 
     flags = list(overrides or [])
     if data is not None:
@@ -61,6 +62,8 @@ def train(
     cfg = load_config(size=size, method=method, config_file=config, overrides=flags)
     run_dir = out_dir or default_run_dir(cfg.method, cfg.size, cfg.data.name, resume)
     result = Trainer(cfg, run_dir, resume=resume, progress=not json_out, log=log).run()
+    if not DistEnv.from_env().is_main:  # under torchrun only rank 0 reports
+        return
     summary = {"run": str(run_dir), "step": result.step, "interrupted": result.interrupted,
                "best_val_nelbo": result.best_val, "checkpoint": str(result.last_checkpoint),
                "seconds": round(result.seconds, 2)}

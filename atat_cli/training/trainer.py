@@ -72,7 +72,11 @@ class Trainer:
         dist.init()
         self.device = dist.device()
         self.precision = resolve_precision(cfg.train.precision, self.device)
+        if not dist.is_main:  # rank 0 prepares the corpus; the others wait, then reuse it
+            dist.barrier()
         self.data = prepare_data(cfg, progress=self.show_progress and dist.is_main)
+        if dist.is_main:
+            dist.barrier()
         seq_len = cfg.model.seq_len
         self.train_blocks = self.data.blocks("train", seq_len)
         self.valid_blocks = self.data.blocks("valid", seq_len)
@@ -249,7 +253,7 @@ class Trainer:
                     record = {"step": self.step, "tokens": self.step * tokens_per_step,
                               "lr": self.scheduler.get_last_lr()[0],
                               "tokens_per_s": window_steps * tokens_per_step / max(window_seconds, 1e-9)}
-                    record.update({k: float(v) for k, v in metrics.items()})
+                    record.update({k: self.dist.mean(float(v)) for k, v in metrics.items()})
                     record["loss"] = record.get("nelbo", record.get("nll"))
                     if not math.isfinite(record["loss"]):
                         raise AtatError(f"loss became {record['loss']} at step {self.step}",
