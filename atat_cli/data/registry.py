@@ -1,0 +1,87 @@
+"""The one place that lists the named corpora `atat` knows how to fetch.
+
+Hub corpora are read as plain parquet files (never a loading script, never trust_remote_code),
+pinned to a revision. Most use the hub's automatic parquet conversion branch
+`refs/convert/parquet`, whose layout is `{config}/{split}/*.parquet` whatever format the dataset
+was uploaded in, so one loading path serves them all.
+
+Our split names are `train`, `valid`, `test`. `splits` maps ours to the hub's; a split missing
+from the map is carved deterministically out of `train` (see prepare.py).
+"""
+
+from dataclasses import dataclass, field
+
+from ..errors import AtatError
+
+PARQUET_REVISION = "refs/convert/parquet"
+# Where MDLM and friends use a learned tokenizer we default to the same one; offline, pass
+# `--tokenizer bpe` (trained on the corpus) or `--tokenizer bytes`.
+DEFAULT_BPE_VOCAB = 8192
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    name: str
+    kind: str  # "builtin" | "hub" | "local"
+    description: str
+    hub_id: str | None = None
+    config: str | None = None
+    revision: str | None = None
+    text_field: str = "text"
+    splits: dict[str, str] = field(default_factory=dict)  # our split -> hub split folder
+    default_tokenizer: str = "bpe"
+    default_vocab_size: int | None = None  # only for tokenizers we train (bpe)
+    pattern: str = "{config}/{split}/*.parquet"  # data files, relative to the repo root
+
+    def data_files(self, hub_split: str) -> str:
+        """The parquet glob of one hub split, relative to the dataset repository root."""
+        return self.pattern.format(config=self.config, split=hub_split)
+
+
+def _hub(name, description, hub_id, config, splits, tokenizer, **kw) -> CorpusSpec:
+    return CorpusSpec(name=name, kind="hub", description=description, hub_id=hub_id, config=config,
+                      revision=PARQUET_REVISION, splits=splits, default_tokenizer=tokenizer, **kw)
+
+
+_WIKITEXT_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
+
+CORPORA: dict[str, CorpusSpec] = {
+    spec.name: spec
+    for spec in [
+        CorpusSpec(
+            name="pydocs", kind="builtin",
+            description="CPython's bundled docs: pydoc topics + stdlib docstrings (~1.5 MB)",
+            default_tokenizer="bpe", default_vocab_size=DEFAULT_BPE_VOCAB,
+        ),
+        # OpenWebText has only a train split; MDLM holds out the last 100k documents, we carve
+        # valid/test deterministically by document hash (capped at 100k documents each).
+        _hub("openwebtext", "OpenWebText, web pages linked from Reddit (~8M docs, ~40 GB)",
+             "Skylion007/openwebtext", "plain_text", {"train": "train"}, "gpt2"),
+        _hub("wikitext2", "WikiText-2 (raw), Wikipedia good/featured articles (~2M words)",
+             "Salesforce/wikitext", "wikitext-2-raw-v1", _WIKITEXT_SPLITS, "gpt2"),
+        _hub("wikitext103", "WikiText-103 (raw), Wikipedia good/featured articles (~103M words)",
+             "Salesforce/wikitext", "wikitext-103-raw-v1", _WIKITEXT_SPLITS, "gpt2"),
+        # One row per split (90M/5M/5M characters), the classic character-level benchmark.
+        _hub("text8", "text8, first 100M characters of cleaned English Wikipedia",
+             "afmck/text8", "default", {"train": "train", "valid": "validation", "test": "test"},
+             "bytes"),
+        # LM1B ships train/test only; like MDLM we evaluate on its test split.
+        _hub("lm1b", "One Billion Word benchmark, shuffled news sentences (~30M sentences)",
+             "dvruette/lm1b", "default", {"train": "train", "valid": "test", "test": "test"},
+             "bert-base-uncased"),
+        _hub("tinystories", "TinyStories, short GPT-generated children's stories (~2M stories)",
+             "roneneldan/TinyStories", "default", {"train": "train", "valid": "validation"},
+             "gpt2"),
+    ]
+}
+
+
+def get_corpus(name: str) -> CorpusSpec:
+    """The registered corpus called `name`, or an AtatError listing the known ones."""
+    if name not in CORPORA:
+        raise AtatError(
+            f"unknown corpus '{name}'",
+            hint=f"known: {', '.join(CORPORA)} ; "
+                 "or pass text files: atat data fetch a.txt --name NAME",
+        )
+    return CORPORA[name]
