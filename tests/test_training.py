@@ -129,7 +129,7 @@ def test_torchrun_two_processes(atat_home):
     import sys
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "atat_cli.cli.app",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "atat_cli.cli.app",
            "train", "--size", "test", "--max-steps", "4", "--out", str(atat_home / "ddp"), "--json"]
     for item in FAST:
         cmd += ["--set", item]
