@@ -47,6 +47,9 @@ class TrainedRun:
     data: "PreparedData"  # noqa: F821 - imported lazily
     step: int
     checkpoint: Path
+    # ATAT runs: the importance estimator, called as importance(x_t, noise_level) -> (B, T) in
+    # [0, 1] (x_t may contain the mask id). None for MDLM and AR runs.
+    importance: torch.nn.Module | None = None
 
 
 def load_run(run: str | Path | None, device: torch.device, use_ema: bool = True) -> TrainedRun:
