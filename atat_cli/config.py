@@ -82,14 +82,68 @@ class TrainConfig:
 
 
 @dataclass
+class ImportanceConfig:
+    enabled: bool = doc(True, "Train the importance estimator (needed by importance masking and the curriculum).")
+    n_layers: int = doc(2, "Estimator transformer blocks.")
+    d_model: int = doc(256, "Estimator width.")
+    n_heads: int = doc(4, "Estimator attention heads.")
+    target: str = doc("loss", "What importance learns: loss (1 - exp(-per-token loss), measured difficulty) or masked (the seeds' mask indicator).")
+    loss_weight: float = doc(0.1, "lambda: weight of the importance loss added to the denoising loss.")
+
+
+@dataclass
+class MaskingConfig:
+    strategy: str = doc("importance", "uniform (MDLM), importance (mask important tokens more), inverse (mask easy tokens more), position (importance + learned position bias).")
+    temperature: float = doc(1.0, "Importance temperature: small = sharp, large = close to uniform masking.")
+
+
+@dataclass
+class CurriculumConfig:
+    enabled: bool = doc(True, "Weight the denoising loss per token by importance and training progress.")
+    easy_until: float = doc(0.2, "Fraction of training in the easy stage (low-importance tokens boosted).")
+    hard_from: float = doc(0.8, "Fraction of training from which the hard stage (high-importance tokens boosted) holds.")
+    transition: float = doc(0.05, "Width (fraction of training) of the smooth ramp between stages.")
+    sharpness: float = doc(2.0, "Weights are exp(+-sharpness * importance), normalised to mean 1 per sequence.")
+    plateau_patience: int = doc(0, "Advance to the next stage early after this many validations without improvement (0 = off).")
+
+
+@dataclass
+class ATATConfig:
+    importance: ImportanceConfig = field(default_factory=ImportanceConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+
+    def validate(self) -> None:
+        imp, m, c = self.importance, self.masking, self.curriculum
+        needs_importance = [name for name, on in (("masking.strategy=" + m.strategy, m.strategy != "uniform"),
+                                                   ("curriculum", c.enabled)) if on]
+        checks = [
+            (m.strategy in MASKING_STRATEGIES, f"unknown masking strategy '{m.strategy}'", f"choose one of: {', '.join(MASKING_STRATEGIES)}"),
+            (imp.target in IMPORTANCE_TARGETS, f"unknown importance target '{imp.target}'", f"choose one of: {', '.join(IMPORTANCE_TARGETS)}"),
+            (imp.enabled or not needs_importance, f"atat.{' and atat.'.join(needs_importance)} need atat.importance.enabled=true",
+             "switch the estimator on, or use masking.strategy=uniform and curriculum.enabled=false"),
+            (m.temperature > 0, "atat.masking.temperature must be > 0", None),
+            (imp.loss_weight >= 0, "atat.importance.loss_weight must be >= 0", None),
+            (imp.n_layers >= 1 and imp.n_heads >= 1 and imp.d_model % imp.n_heads == 0 and (imp.d_model // imp.n_heads) % 2 == 0,
+             "atat.importance: n_layers >= 1 and d_model divisible by n_heads into even head widths", None),
+            (0 <= c.easy_until <= c.hard_from <= 1, "atat.curriculum needs 0 <= easy_until <= hard_from <= 1", None),
+            (c.transition >= 0 and c.sharpness >= 0 and c.plateau_patience >= 0, "atat.curriculum: transition, sharpness, plateau_patience must be >= 0", None),
+        ]
+        for ok, message, hint in checks:
+            if not ok:
+                raise AtatError(message, hint)
+
+
+@dataclass
 class RunConfig:
-    method: str = doc("mdlm", "Training method: mdlm (masked diffusion) or ar (autoregressive baseline).")
+    method: str = doc("mdlm", "Training method: mdlm (masked diffusion), atat (MDLM + adaptive time-aware token masking) or ar (autoregressive baseline).")
     size: str = doc("tiny", "Name of the size preset the model section came from.")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    atat: ATATConfig = field(default_factory=ATATConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -118,10 +172,14 @@ class RunConfig:
         for ok, message, hint in checks:
             if not ok:
                 raise AtatError(message, hint)
+        if self.method == "atat":
+            self.atat.validate()
         return self
 
 
-METHODS = ("mdlm", "ar")
+METHODS = ("mdlm", "atat", "ar")
+MASKING_STRATEGIES = ("uniform", "importance", "inverse", "position")
+IMPORTANCE_TARGETS = ("loss", "masked")
 SCHEDULES = ("loglinear", "cosine")
 
 
@@ -190,6 +248,15 @@ def parse_override(item: str) -> dict:
     return nested
 
 
+def resolve_config_file(name: str | Path) -> Path:
+    """A path, or the name of a shipped preset (`atat/no_curriculum` -> configs/atat/no_curriculum.yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{str(name).removesuffix('.yaml')}.yaml"
+    return shipped if shipped.is_file() else path
+
+
 def preset_names(kind: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
 
@@ -209,7 +276,7 @@ def load_config(
 ) -> RunConfig:
     """Compose defaults < size preset < method preset < config file < overrides, then validate."""
     cfg = RunConfig()
-    file_data = _read_yaml(Path(config_file)) if config_file else {}
+    file_data = _read_yaml(resolve_config_file(config_file)) if config_file else {}
     override_data = [parse_override(item) for item in overrides]
     # The size and method named last win, so that `--set method=ar` picks the AR preset too.
     size = size or file_data.get("size") or cfg.size

@@ -1,7 +1,7 @@
 """Training objectives behind one interface: given a model and a clean batch, the loss to
 minimise and the metrics to log. The trainer does not know which one it runs.
 
-MDLM and AR live here; ATAT adds its own implementation of the same interface.
+MDLM and AR live here; ATAT's objective (atat/objective.py) extends MDLM's.
 """
 
 from __future__ import annotations
@@ -18,6 +18,19 @@ class Objective(ABC):
     @abstractmethod
     def loss(self, model, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         """Scalar loss for a clean batch x0 (B, T) and a dict of detached scalar tensors to log."""
+
+    # Hooks for objectives that depend on training progress (ATAT's curriculum); no-ops here.
+    def begin_step(self, step: int, max_steps: int) -> None:
+        """Called before each optimiser step with the number of steps already taken."""
+
+    def observe_validation(self, val_loss: float) -> None:
+        """Called with each validation loss."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict returned."""
 
 
 class MDLMObjective(Objective):
@@ -58,4 +71,8 @@ def shift_right(x0: torch.Tensor, bos_id: int) -> torch.Tensor:
 def build_objective(cfg, vocab_size: int, eos_id: int) -> Objective:
     if cfg.method == "ar":
         return ARObjective(bos_id=eos_id)
+    if cfg.method == "atat":
+        from atat_cli.atat.objective import ATATObjective  # atat builds on this module
+
+        return ATATObjective(cfg, mask_id=vocab_size)
     return MDLMObjective(cfg.diffusion, mask_id=vocab_size)

@@ -55,7 +55,7 @@ class TrainedRun:
 def load_run(run: str | Path | None, device: torch.device, use_ema: bool = True) -> TrainedRun:
     """The model of a run with its EMA weights (what evaluation and sampling use), in eval mode."""
     from atat_cli.data import PreparedData, ensure_prepared
-    from atat_cli.models import build_model
+    from atat_cli.models import build_model, importance_estimator_of
 
     path = resolve_checkpoint(run)
     state = load_checkpoint(path)
@@ -80,4 +80,4 @@ def load_run(run: str | Path | None, device: torch.device, use_ema: bool = True)
     except RuntimeError as e:
         raise AtatError(f"checkpoint {path} does not match the model its config describes") from e
     model.to(device).eval()
-    return TrainedRun(cfg, model, data, state["step"], path)
+    return TrainedRun(cfg, model, data, state["step"], path, importance=importance_estimator_of(model))

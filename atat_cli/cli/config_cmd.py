@@ -24,7 +24,7 @@ def list_presets():
 
 
 def show(
-    name: Annotated[str, typer.Argument(help="Size preset (tiny) or path of a config file.")] = "tiny",
+    name: Annotated[str, typer.Argument(help="Size preset (tiny), shipped preset (atat/full) or path of a config file.")] = "tiny",
     method: Annotated[Optional[str], typer.Option(help="mdlm or ar.")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key, as in `atat train`.")] = None,
 ):
@@ -34,10 +34,10 @@ def show(
     """
     import yaml
 
-    from atat_cli.config import describe, load_config
+    from atat_cli.config import describe, load_config, preset_names
 
-    is_file = name.endswith((".yaml", ".yml")) or Path(name).is_file()
-    cfg = load_config(size=None if is_file else name, method=method, config_file=Path(name) if is_file else None,
+    is_size = name in preset_names("sizes")
+    cfg = load_config(size=name if is_size else None, method=method, config_file=None if is_size else name,
                       overrides=overrides or [])
     section = None
     for key, value, help_text in describe(cfg):

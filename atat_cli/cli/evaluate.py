@@ -42,6 +42,8 @@ def evaluate(
     table.add_row("bits/token", f"{result['bits_per_token']:.4f}")
     table.add_row("bits/byte", f"{result['bits_per_byte']:.4f}")
     table.add_row("tokens / bytes", f"{result['tokens']:,} / {result['bytes']:,}")
+    if "importance_spearman" in result:
+        table.add_row("importance Spearman vs loss", f"{result['importance_spearman']:.3f}")
     for band, acc in (result.get("mask_accuracy") or {}).items():
         table.add_row(f"mask accuracy ({band})", "n/a" if acc is None else f"{acc:.3f}")
     out.print(table)

@@ -32,10 +32,10 @@ def default_run_dir(method: str, size: str, data: str, resume: bool) -> Path:
 def train(
     size: Annotated[Optional[str], typer.Option(help="Model size preset: test, tiny, small, medium (see `atat config list`).")] = None,
     data: Annotated[Optional[str], typer.Option(help="Corpus name (default pydocs, prepared on first use).")] = None,
-    method: Annotated[Optional[str], typer.Option(help="mdlm (masked diffusion) or ar (autoregressive baseline).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="mdlm (masked diffusion), atat (MDLM + adaptive time-aware masking) or ar (autoregressive baseline).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (train.max_steps).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<method>-<size>-<data>).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file of config sections (see `atat config show`).")] = None,
+    config: Annotated[Optional[str], typer.Option(help="YAML file of config sections, or a shipped preset such as atat/no_curriculum (see `atat config list`).")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set optim.lr=1e-3 (repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (or the newest matching run) from its last checkpoint.")] = False,
     seed: Annotated[Optional[int], typer.Option(help="Seed for initialisation, data order and noise (train.seed).")] = None,

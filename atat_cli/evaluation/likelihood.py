@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from atat_cli.diffusion import build_schedule, diffusion_forward, masked_token_nll, nelbo_per_token
+from atat_cli.evaluation.importance import spearman
+from atat_cli.models import importance_estimator_of
 from atat_cli.objectives import shift_right
 
 # Corruption bands by masking rate: low < 0.3 <= mid < 0.7 <= high.
@@ -38,6 +40,9 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
     correct = {b: 0 for b in BANDS}
     counted = {b: 0 for b in BANDS}
     schedule = build_schedule(diffusion_cfg.schedule, diffusion_cfg.eps) if method != "ar" else None
+    # ATAT: predicted importance vs the measured loss of the same masked tokens
+    estimator = importance_estimator_of(model) if method != "ar" else None
+    predicted, measured = [], []
     for start in range(0, len(blocks), batch_size):
         x0 = torch.from_numpy(np.asarray(blocks[start : start + batch_size], dtype=np.int64)).to(device)
         if method == "ar":
@@ -56,6 +61,11 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
                 block_nats += nelbo_per_token(nll, t, schedule).sum(dim=1).double() / mc
                 hit = (logits[..., :mask_id].argmax(dim=-1) == x0) & masked
                 rate = schedule.mask_rate(t)
+                if estimator is not None:
+                    with autocast():
+                        importance = estimator(x0, rate)
+                    predicted.append(importance.float()[masked].cpu())
+                    measured.append(nll[masked].cpu())
                 for band, (lo, hi) in BANDS.items():
                     in_band = ((rate >= lo) & (rate < hi))[:, None] & masked
                     correct[band] += int((hit & in_band).sum())
@@ -70,6 +80,8 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
     if method != "ar":
         result["mask_accuracy"] = {b: (correct[b] / counted[b] if counted[b] else None) for b in BANDS}
         result["mask_tokens"] = counted
+    if predicted:
+        result["importance_spearman"] = spearman(torch.cat(predicted), torch.cat(measured))
     return result
 
 
@@ -89,6 +101,7 @@ def summarize(raw: dict, bytes_per_token: float) -> dict:
         "tokens": tokens,
         "bytes": int(round(n_bytes)),
     }
-    if "mask_accuracy" in raw:
-        out["mask_accuracy"] = raw["mask_accuracy"]
+    for key in ("mask_accuracy", "importance_spearman"):
+        if key in raw:
+            out[key] = raw[key]
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "loader": self.loader.state_dict(),
+            "objective": self.objective.state_dict(),
             "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }
@@ -135,6 +137,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.loader.load_state_dict(state["loader"])
+        self.objective.load_state_dict(state["objective"])
         self.noise.set_state(state["rng"]["noise"])
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
@@ -147,7 +150,8 @@ class Trainer:
     def _train_step(self) -> dict:
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
-        totals: dict[str, torch.Tensor] = {}
+        totals: dict = {}
+        self.objective.begin_step(self.step, cfg.train.max_steps)
         for micro in range(cfg.train.grad_accum):
             x0 = self.loader.next_batch().to(self.device, non_blocking=True)
             last = micro == cfg.train.grad_accum - 1
@@ -156,8 +160,8 @@ class Trainer:
                 with autocast(self.device, self.precision):
                     loss, metrics = self.objective.loss(self.forward_model, x0, self.noise)
                 (loss / cfg.train.grad_accum).backward()
-            for k, v in metrics.items():
-                totals[k] = totals.get(k, 0.0) + v.float() / cfg.train.grad_accum
+            for k, v in metrics.items():  # numbers are averaged over micro-batches, labels kept
+                totals[k] = v if isinstance(v, str) else totals.get(k, 0.0) + v.float() / cfg.train.grad_accum
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if not torch.isfinite(grad_norm):
@@ -199,6 +203,16 @@ class Trainer:
         self.log("[yellow]Interrupted: saving a checkpoint after this step (Ctrl-C again to abort)[/]")
 
     def run(self) -> TrainResult:
+        created = not self.run_dir.exists()
+        try:
+            return self._run()
+        except BaseException:
+            # A run that failed before its first checkpoint leaves no empty folder behind.
+            if created and self.dist.is_main and latest_checkpoint(self.run_dir) is None:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _run(self) -> TrainResult:
         cfg = self.cfg
         with RunLock(self.run_dir) if self.dist.is_main else contextlib.nullcontext():
             self._build()
@@ -253,7 +267,7 @@ class Trainer:
                     record = {"step": self.step, "tokens": self.step * tokens_per_step,
                               "lr": self.scheduler.get_last_lr()[0],
                               "tokens_per_s": window_steps * tokens_per_step / max(window_seconds, 1e-9)}
-                    record.update({k: self.dist.mean(float(v)) for k, v in metrics.items()})
+                    record.update({k: v if isinstance(v, str) else self.dist.mean(float(v)) for k, v in metrics.items()})
                     record["loss"] = record.get("nelbo", record.get("nll"))
                     if not math.isfinite(record["loss"]):
                         raise AtatError(f"loss became {record['loss']} at step {self.step}",
@@ -263,6 +277,7 @@ class Trainer:
                     window_seconds, window_steps = 0.0, 0
                 if (cfg.train.eval_every and self.step % cfg.train.eval_every == 0) or end:
                     val = self.validate()
+                    self.objective.observe_validation(val["val_nelbo"])
                     self._write(sinks, {"step": self.step, **val})
                     bar.note(f"step {self.step}: val NELBO {val['val_nelbo']:.4f} nats/token, {val['val_bpb']:.4f} bits/byte")
                     if self.best_val is None or val["val_nelbo"] < self.best_val:

@@ -1,0 +1,93 @@
+"""The ATAT objective: curriculum-weighted denoising loss + lambda * importance loss.
+
+Per step, for clean x0 and times t (MDLM's antithetic sampler):
+  1. importance s = estimator(x0, r(t)) in [0, 1] per position;
+  2. masking with per-position probabilities from s (adaptive_masking.py), mean rate r(t);
+  3. the MDLM NELBO terms w(t) * (-log p(x0_i | x_t)) at masked positions, weighted per token by
+     the curriculum (curriculum.py);
+  4. + lambda * MSE between s and its target: `loss` = 1 - exp(-per-token loss), the probability
+     mass the denoiser misses (measured difficulty, detached), at masked positions; or `masked` =
+     the mask indicator, the seed documents' literal target.
+s reaches masking and weights detached, so the estimator cannot lower the main loss by rating
+tokens easy. With the estimator, adaptive masking and the curriculum all off, the computation
+and the random draws are exactly MDLM's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from atat_cli.atat.adaptive_masking import mask_probabilities
+from atat_cli.atat.curriculum import Curriculum
+from atat_cli.diffusion import mask_tokens, masked_token_nll, nelbo_per_token, sample_times
+from atat_cli.models import importance_estimator_of
+from atat_cli.objectives import MDLMObjective
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under DDP / torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+    return model
+
+
+def importance_targets(nll: torch.Tensor, masked: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target values, positions where the importance loss applies), both (B, T)."""
+    if target == "masked":
+        return masked.float(), torch.ones_like(masked)
+    return 1.0 - torch.exp(-nll.detach()), masked
+
+
+class ATATObjective(MDLMObjective):
+    def __init__(self, cfg, mask_id: int):
+        super().__init__(cfg.diffusion, mask_id)
+        self.atat = cfg.atat
+        self.curriculum = Curriculum(cfg.atat.curriculum) if cfg.atat.curriculum.enabled else None
+        self.progress = 0.0
+
+    def begin_step(self, step: int, max_steps: int) -> None:
+        self.progress = step / max_steps
+
+    def observe_validation(self, val_loss: float) -> None:
+        if self.curriculum is not None:
+            self.curriculum.observe_validation(val_loss)
+
+    def state_dict(self) -> dict:
+        return {"curriculum": self.curriculum.state_dict() if self.curriculum else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.curriculum is not None and state.get("curriculum"):
+            self.curriculum.load_state_dict(state["curriculum"])
+
+    def loss(self, model, x0, generator):
+        cfg = self.atat
+        t = sample_times(x0.shape[0], self.eps, self.antithetic, generator, x0.device)
+        rate = self.schedule.mask_rate(t)
+        estimator = importance_estimator_of(unwrap(model))
+        s = estimator(x0, rate) if estimator is not None else None
+        if s is None or cfg.masking.strategy == "uniform":
+            mask_prob = rate[:, None]
+        else:
+            mask_prob = mask_probabilities(s.detach(), rate, cfg.masking.strategy, cfg.masking.temperature)
+        x_t, masked = mask_tokens(x0, mask_prob, self.mask_id, generator)
+        logits = model(x_t, rate)
+        nll = masked_token_nll(logits, x0, masked, self.mask_id)
+        terms = nelbo_per_token(nll, t, self.schedule)
+        nelbo = terms.mean()
+        metrics = {"nelbo": nelbo.detach(), "mask_rate": masked.float().mean(), "mask_rate_scheduled": rate.mean()}
+        loss = nelbo
+        if self.curriculum is not None:
+            weights = self.curriculum.weights(s.detach(), self.progress)
+            loss = (terms * weights).mean()
+            metrics["curriculum_level"] = torch.tensor(self.curriculum.level(self.progress))
+            metrics["curriculum_stage"] = self.curriculum.stage(self.progress)
+            # all tokens average 1 by construction; the masked ones show what the curriculum favours
+            metrics["weight_masked_mean"] = (weights * masked).sum() / masked.sum().clamp(min=1)
+            metrics["weighted_loss"] = loss.detach()
+        if s is not None:
+            target, where = importance_targets(nll, masked, cfg.importance.target)
+            importance_loss = ((s - target) ** 2 * where).sum() / where.sum().clamp(min=1)
+            loss = loss + cfg.importance.loss_weight * importance_loss
+            metrics["importance_loss"] = importance_loss.detach()
+            metrics["importance_mean"] = s.detach().mean()
+        return loss, metrics

@@ -1,0 +1,166 @@
+"""ATAT: adaptive masking keeps the schedule's rate, the curriculum, the objective's switches."""
+
+import json
+
+import pytest
+import torch
+
+from atat_cli.atat import Curriculum, mask_probabilities
+from atat_cli.config import CurriculumConfig, load_config
+from atat_cli.diffusion import mask_tokens
+from atat_cli.errors import AtatError
+from atat_cli.evaluation import evaluate_likelihood
+from atat_cli.models import build_model, importance_estimator_of
+from atat_cli.objectives import build_objective
+from atat_cli.training import Trainer
+from conftest import FAST
+
+STRATEGIES = ["uniform", "importance", "inverse", "position"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("temperature", [0.05, 0.3, 1.0, 10.0])
+def test_masking_rate_equals_schedule(strategy, temperature):
+    g = torch.Generator().manual_seed(0)
+    B, T = 64, 256
+    importance = torch.rand(B, T, generator=g) ** 3  # skewed, like real scores
+    rate = torch.linspace(0.01, 0.99, B)
+    p = mask_probabilities(importance, rate, strategy, temperature)
+    assert torch.all((p >= 0) & (p <= 1))
+    # exact in expectation: the per-sequence mean probability is the scheduled rate
+    assert torch.allclose(p.mean(dim=1), rate, atol=1e-6)
+    # and realised: the masked fraction over 20 draws is within 4 standard deviations
+    draws = torch.stack([mask_tokens(torch.zeros(B, T, dtype=torch.long), p, 1, g)[1].float() for _ in range(20)])
+    realised = draws.mean(dim=(0, 2))
+    sd = (p * (1 - p)).sum(dim=1).sqrt() / (T * 20 ** 0.5)
+    assert torch.all((realised - rate).abs() <= 4 * sd + 1e-9)
+
+
+def test_importance_order_and_infinite_temperature():
+    importance = torch.rand(8, 100)
+    rate = torch.full((8,), 0.4)
+    more = mask_probabilities(importance, rate, "importance", 0.5)
+    less = mask_probabilities(importance, rate, "inverse", 0.5)
+    assert torch.all(more.argsort(dim=1) == importance.argsort(dim=1))  # monotone in importance
+    assert torch.all(less.argsort(dim=1) == importance.argsort(dim=1).flip(1))
+    flat = mask_probabilities(importance, rate, "importance", 1e6)
+    assert torch.allclose(flat, rate[:, None].expand_as(flat), atol=1e-6)  # T -> inf: uniform
+    sharp = mask_probabilities(importance, rate, "importance", 1e-4)
+    top = importance >= importance.quantile(0.6, dim=1, keepdim=True)
+    assert (sharp[top] > 0.99).float().mean() > 0.95  # T -> 0: the top 40% are masked
+
+
+def test_curriculum_stages_and_weights():
+    cur = Curriculum(CurriculumConfig())
+    assert [cur.stage(p) for p in (0.0, 0.1, 0.5, 0.79, 0.95, 1.0)] == ["easy", "easy", "medium", "medium", "hard", "hard"]
+    levels = [cur.level(i / 1000) for i in range(1001)]
+    assert max(abs(a - b) for a, b in zip(levels, levels[1:])) < 0.05  # smooth transitions
+    importance = torch.rand(16, 64)
+    for progress in (0.05, 0.5, 0.95):
+        w = cur.weights(importance, progress)
+        assert torch.allclose(w.mean(dim=1), torch.ones(16), atol=1e-5)
+    corr = lambda a, b: torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+    assert corr(cur.weights(importance, 0.05), importance) < -0.9  # easy: low importance boosted
+    assert torch.allclose(cur.weights(importance, 0.5), torch.ones(16, 64))
+    assert corr(cur.weights(importance, 0.95), importance) > 0.9
+
+
+def test_curriculum_plateau_advances_stage():
+    cur = Curriculum(CurriculumConfig(plateau_patience=2))
+    for loss in (3.0, 2.5, 2.6, 2.7):  # two validations without improvement
+        cur.observe_validation(loss)
+    assert cur.stage(0.05) == "medium"
+    restored = Curriculum(CurriculumConfig(plateau_patience=2))
+    restored.load_state_dict(cur.state_dict())
+    assert restored.stage(0.05) == "medium"
+
+
+def _atat(*overrides):
+    return load_config("test", "atat", overrides=["train.precision=fp32", *overrides])
+
+
+def test_importance_gradient_does_not_reach_main_loss():
+    # lambda = 0: only the main loss; importance drives masking and weights yet gets no gradient
+    torch.manual_seed(0)
+    cfg = _atat("atat.importance.loss_weight=0")
+    model = build_model(cfg, 50)
+    estimator = importance_estimator_of(model)
+    for p in estimator.parameters():
+        torch.nn.init.normal_(p, std=0.1)  # non-trivial importance
+    loss, _ = build_objective(cfg, 50, 0).loss(model, torch.randint(0, 50, (4, 32)), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is None or torch.all(p.grad == 0) for p in estimator.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.denoiser.parameters())
+
+
+def _metrics(run_dir):
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_all_off_atat_is_mdlm(atat_home):
+    off = ["atat.importance.enabled=false", "atat.masking.strategy=uniform", "atat.curriculum.enabled=false"]
+    for method, extra in (("mdlm", []), ("atat", off)):
+        cfg = load_config("test", method, overrides=FAST + ["train.max_steps=6", *extra])
+        Trainer(cfg, atat_home / method, progress=False, log=lambda *a, **k: None).run()
+    mdlm = [(r["step"], r["loss"]) for r in _metrics(atat_home / "mdlm") if "loss" in r]
+    atat = [(r["step"], r["loss"]) for r in _metrics(atat_home / "atat") if "loss" in r]
+    assert len(mdlm) == 6 and mdlm == atat
+
+
+def test_switches_change_what_they_say(atat_home):
+    """Each switch shows up in the logged metrics of a short run."""
+    runs = {
+        "full": [],
+        "no_curriculum": ["atat.curriculum.enabled=false"],
+        "uniform": ["atat.masking.strategy=uniform"],
+        "masked_target": ["atat.importance.target=masked"],
+    }
+    logged = {}
+    for name, extra in runs.items():
+        cfg = load_config("test", "atat", overrides=FAST + ["train.max_steps=10", *extra])
+        Trainer(cfg, atat_home / name, progress=False, log=lambda *a, **k: None).run()
+        logged[name] = [r for r in _metrics(atat_home / name) if "loss" in r]
+    assert "curriculum_stage" in logged["full"][0] and "curriculum_stage" not in logged["no_curriculum"][0]
+    assert logged["full"][0]["curriculum_stage"] == "easy" and logged["full"][-1]["curriculum_stage"] == "hard"
+    for name in runs:
+        assert "importance_loss" in logged[name][0] and "mask_rate_scheduled" in logged[name][0]
+    # the two importance targets train the estimator differently
+    assert logged["full"][0]["importance_loss"] != logged["masked_target"][0]["importance_loss"]
+
+
+def test_atat_config_errors():
+    with pytest.raises(AtatError, match="need atat.importance.enabled=true"):
+        _atat("atat.importance.enabled=false")
+    with pytest.raises(AtatError, match="unknown masking strategy"):
+        _atat("atat.masking.strategy=random")
+    with pytest.raises(AtatError, match="unknown importance target"):
+        _atat("atat.importance.target=entropy")
+    with pytest.raises(AtatError, match="temperature must be > 0"):
+        _atat("atat.masking.temperature=0")
+
+
+def _synthetic_batch(g, B, T):
+    """Pairs (noise, f(noise)): noise tokens 8..39 uniform, then a predictable token noise % 8."""
+    noise = torch.randint(8, 40, (B, T // 2), generator=g)
+    return torch.stack([noise, noise % 8], dim=2).reshape(B, T)
+
+
+def test_estimator_learns_difficulty():
+    # Predictable tokens (0..7) follow from their left neighbour; noise tokens (8..39) do not.
+    # After a short training the predicted importance must rank tokens like their measured loss.
+    torch.manual_seed(0)
+    V = 40
+    cfg = _atat("atat.curriculum.enabled=false", "atat.importance.loss_weight=1.0")
+    model = build_model(cfg, V)
+    objective = build_objective(cfg, V, 0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for step in range(150):
+        objective.begin_step(step, 150)
+        loss, _ = objective.loss(model, _synthetic_batch(g, 16, 32), g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    held_out = _synthetic_batch(torch.Generator().manual_seed(1), 32, 32).numpy()
+    raw = evaluate_likelihood(model, held_out, method="atat", diffusion_cfg=cfg.diffusion, mask_id=V, mc=2, seed=0)
+    assert raw["importance_spearman"] > 0.4, raw["importance_spearman"]
