@@ -1,0 +1,199 @@
+"""Text in, text out over a trained run: prompts, semi-autoregressive blocks, AR decoding.
+
+    from atat_cli.runs import load_run
+    from atat_cli.sampling import SamplerSettings, generate
+    result = generate(load_run(None, device), "The future of AI is",
+                      SamplerSettings(sampler="confidence", steps=64), num_samples=4, seed=0)
+
+Diffusion runs fill the layout block by block, left to right (`block_size` positions at a time;
+by default the whole layout when it fits in one context, else half a context per block). A
+block is sampled in a window of at most one context that ends at the block (or spans the first
+context): positions of later blocks inside the window stay masked but visible, as in LLaDA's
+semi-autoregressive decoding. `settings.steps` is per block. AR runs continue a prefix left to
+right with a KV cache; they cannot infill.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from atat_cli.errors import AtatError
+from atat_cli.sampling.prompts import Layout, build_layout
+from atat_cli.sampling.samplers import SamplerSettings, StepRecord, sample, sample_autoregressive
+
+
+@dataclass
+class Sample:
+    text: str  # the prompt's text exactly as given, with the generated tokens in place
+    steps: int
+    nfe: int  # denoiser evaluations this sample needed
+    continuation: str  # the generated text after the prompt prefix, cut before the first EOS
+    continuation_ids: list[int]  # its token ids (for the unigram entropy)
+    ids: list[int]  # the whole generated row
+
+
+@dataclass
+class Generation:
+    samples: list[Sample]
+    prompt: str
+    prefix: str  # literal text before the first generated token (what a judge conditions on)
+    settings: SamplerSettings
+    nfe: int  # batched network calls in total (what the wall time pays for)
+    seconds: float
+    generated_tokens: int
+    seed: int
+    layout: Layout | None = None
+    trajectory: list[list[StepRecord]] | None = field(default=None, repr=False)  # per batch, when recorded
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds > 0 else float("inf")
+
+    def to_dict(self) -> dict:
+        return {"samples": [{"text": s.text, "steps": s.steps, "nfe": s.nfe} for s in self.samples],
+                "nfe": self.nfe, "seconds": self.seconds, "tokens_per_second": self.tokens_per_second,
+                "generated_tokens": self.generated_tokens, "seed": self.seed}
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def generate(trained, prompt: str = "", settings: SamplerSettings | None = None, *, length: int | None = None,
+             num_samples: int = 1, batch_size: int = 16, block_size: int | None = None, seed: int | None = None,
+             record: bool = False, progress=None) -> Generation:
+    """Sample `num_samples` texts from a TrainedRun. `progress(done, total)` is called per batch."""
+    from atat_cli.diffusion import build_schedule
+    from atat_cli.training.precision import autocast, resolve_precision
+
+    settings = (settings or SamplerSettings()).validate()
+    if num_samples < 1 or batch_size < 1:
+        raise AtatError("num_samples and batch_size must be at least 1")
+    cfg, model = trained.cfg, trained.model
+    device = _device_of(model)
+    precision = resolve_precision(cfg.train.precision, device)
+    tokenizer = trained.data.tokenizer()
+    seq_len = cfg.model.seq_len
+    is_ar = cfg.method == "ar"
+    mask_id = trained.data.vocab_size
+    layout = build_layout(prompt, tokenizer, mask_id, seq_len, length)
+    if is_ar and layout.infill:
+        raise AtatError("an AR run generates left to right and cannot fill [MASK] placeholders inside a text",
+                        "use a diffusion run (--method mdlm or atat) for infilling")
+    if settings.sampler == "importance" and trained.importance is None:
+        raise AtatError("run has no importance estimator; train with --method atat",
+                        "or choose --sampler uncertainty / confidence")
+    if block_size is not None and not 1 <= block_size <= seq_len:
+        raise AtatError(f"block size must be between 1 and the context length {seq_len} (got {block_size})")
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def denoiser(x, level):
+        with autocast(device, precision):
+            return model(x, level)
+
+    importance = None
+    if trained.importance is not None:
+        def importance(x, level):
+            with autocast(device, precision):
+                return trained.importance(x, level).float()
+
+    schedule = build_schedule(cfg.diffusion.schedule, cfg.diffusion.eps) if not is_ar else None
+    rows, steps, nfes, trajectories, total_nfe = [], [], [], [], 0
+    _sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for b0 in range(0, num_samples, batch_size):
+            B = min(batch_size, num_samples - b0)
+            x = torch.tensor(layout.ids, dtype=torch.long, device=device).repeat(B, 1)
+            if is_ar:
+                out = _generate_ar(model, cfg, x, layout, trained.data.eos_id, settings, generator, record)
+            else:
+                out = _generate_blocks(denoiser, x, layout, seq_len, block_size, settings, generator,
+                                       importance, schedule, record)
+            rows += out.tokens.tolist()
+            steps += out.row_steps.tolist()
+            nfes += out.row_nfe.tolist()
+            total_nfe += out.nfe
+            if record:
+                trajectories.append(out.trajectory)
+            if progress is not None:
+                progress(b0 + B, num_samples)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    samples = []
+    for row, n_steps, n_nfe in zip(rows, steps, nfes):
+        continuation, ids = layout.continuation(row, tokenizer)
+        samples.append(Sample(layout.render(row, tokenizer), n_steps, n_nfe, continuation, ids, row))
+    generated = num_samples * sum(1 for i in layout.ids if i == mask_id)
+    return Generation(samples, prompt, layout.prefix_text, settings, total_nfe, seconds, generated, seed, layout,
+                      trajectories if record else None)
+
+
+def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings, generator, importance, schedule,
+                     record):
+    """Fill the layout left to right in blocks, each sampled inside a window of one context."""
+    from atat_cli.sampling.samplers import SampleOutput
+
+    B, T = x.shape
+    mask_id = layout.mask_id
+    first = layout.first_mask
+    if block_size is None:
+        block_size = T - first if T <= seq_len else seq_len // 2
+    total_nfe, row_nfe = 0, torch.zeros(B, dtype=torch.long, device=x.device)
+    row_steps = torch.zeros_like(row_nfe)
+    trajectory = [] if record else None
+    for start in range(first, T, block_size):
+        end = min(start + block_size, T)
+        w0, w1 = (0, min(T, seq_len)) if end <= seq_len else (end - seq_len, end)
+        fill = torch.zeros(B, w1 - w0, dtype=torch.bool, device=x.device)
+        fill[:, start - w0 : end - w0] = x[:, start:end] == mask_id
+        if not fill.any():
+            continue
+        out = sample(denoiser, x[:, w0:w1], mask_id, settings, fill=fill, generator=generator,
+                     importance=importance, schedule=schedule, record=record)
+        before = x.clone() if record else None
+        x[:, w0:w1] = out.tokens
+        if record:  # widen the window's records to whole rows, with the NFE counted from the start
+            for rec in out.trajectory:
+                tokens, unmasked = before.to("cpu", copy=True), torch.zeros(B, T, dtype=torch.bool)
+                confidence = torch.zeros(B, T)
+                tokens[:, w0:w1], unmasked[:, w0:w1], confidence[:, w0:w1] = rec.tokens, rec.unmasked, rec.confidence
+                imp = None
+                if rec.importance is not None:
+                    imp = torch.zeros(B, T)
+                    imp[:, w0:w1] = rec.importance
+                trajectory.append(StepRecord(len(trajectory), total_nfe + rec.nfe, tokens, unmasked, confidence, imp))
+        total_nfe += out.nfe
+        row_nfe += out.row_nfe
+        row_steps += out.row_steps
+    return SampleOutput(x, total_nfe, row_nfe, row_steps, trajectory)
+
+
+def _generate_ar(model, cfg, x, layout: Layout, bos_id, settings, generator, record):
+    from atat_cli.training.precision import autocast, resolve_precision
+
+    device = x.device
+    precision = resolve_precision(cfg.train.precision, device)
+    first = layout.first_mask
+    n_new = x.shape[1] - first
+    bos = torch.full((x.shape[0], 1), bos_id, dtype=torch.long, device=device)
+    prefix = torch.cat([bos, x[:, :first]], dim=1)  # trained as shift_right(x0, bos = EOS)
+
+    def model_fn(ids, caches):
+        with autocast(device, precision):
+            return model(ids, kv_caches=caches)
+
+    out = sample_autoregressive(model_fn, prefix, n_new, seq_len=cfg.model.seq_len, temperature=settings.temperature,
+                                top_p=settings.top_p, generator=generator, n_layers=cfg.model.n_layers, record=record)
+    out.tokens = out.tokens[:, 1:]  # drop BOS: the row lines up with the layout again
+    return out

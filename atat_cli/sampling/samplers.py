@@ -1,0 +1,291 @@
+"""Samplers for masked diffusion models, behind one interface, plus left-to-right AR sampling.
+
+    out = sample(denoiser, x, mask_id, settings, fill=None, generator=g, importance=None,
+                 schedule=None, record=False)
+
+`denoiser(x, noise_level) -> logits (B, T, V + 1)` is the DiT (or any callable like it; the
+mask id is the last logit and is never sampled). `x` (B, T) holds the mask id at the positions
+to fill; `fill` (B, T) may restrict filling to some of them (semi-autoregressive blocks keep
+later blocks masked but visible). Tokens that are not masked are never changed. The result is a
+`SampleOutput`: the tokens, the NFE (batched denoiser calls), steps and NFE per row, and, with
+`record=True`, the trajectory (one `StepRecord` per step) for pictures of the process.
+
+Samplers (all batched tensor code: the only Python loop is over steps):
+- ancestral: MDLM's reverse process on a time grid. From time s to t < s each masked token is
+  revealed with probability (m(s) - m(t)) / m(s), m = 1 - alpha the schedule's masking rate
+  (not t itself: that is only right for the log-linear schedule). A row in which no token
+  changed keeps its logits for the next step and costs no NFE (MDLM's caching; exact because
+  the denoiser's output depends on x_t, and only negligibly on the noise level).
+- confidence / uncertainty / importance: at each step score every masked position and reveal
+  the k best: most confident first (MaskGIT, LLaDA), most uncertain first (the seed documents'
+  order), or by priority = normalised uncertainty x importance from the ATAT estimator. k
+  follows the time grid through the schedule, so the masked fraction tracks m(t_i) / m(t_0).
+- adaptive steps (with an ordered sampler): `threshold` reveals every masked position whose
+  confidence (top probability) is at least the threshold, and at least the best-scored one
+  (Fast-dLLM); `entropy-bound` walks the positions in the sampler's order and reveals the
+  longest prefix whose summed entropy minus its largest entropy is at most gamma (EB-sampler).
+  Both run until nothing is masked.
+
+Uncertainty metrics (higher = less sure): `entropy` (nats), `maxprob` (1 - top probability),
+`margin` (1 - (top1 - top2 probability); Kim et al. 2025). They are computed on the model's own
+distribution; temperature and top-p shape only the draw of the token itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from atat_cli.diffusion.schedules import LogLinear, NoiseSchedule
+from atat_cli.errors import AtatError
+from atat_cli.sampling.gumbel import sample_categorical
+
+SAMPLERS = ("ancestral", "confidence", "uncertainty", "importance")
+ADAPTIVE = ("threshold", "entropy-bound")
+METRICS = ("entropy", "margin", "maxprob")
+GRIDS = ("linear", "cosine")
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Importance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    sampler: str = "ancestral"  # one of SAMPLERS
+    steps: int = 64  # steps of the time grid (fixed-step samplers; per block in semi-AR generation)
+    adaptive: Optional[str] = None  # None (fixed steps), "threshold" or "entropy-bound"
+    threshold: float = 0.9  # adaptive threshold: reveal positions with top probability >= this
+    gamma: float = 0.1  # entropy bound (nats) of the EB-sampler
+    metric: str = "entropy"  # uncertainty metric of the ordered samplers
+    grid: str = "linear"  # time grid: linear, or cosine (MD4/MaskGIT: few tokens early, many late)
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+
+    def validate(self) -> "SamplerSettings":
+        checks = [
+            (self.sampler in SAMPLERS, f"unknown sampler '{self.sampler}'", f"choose one of: {', '.join(SAMPLERS)}"),
+            (self.adaptive is None or self.adaptive in ADAPTIVE, f"unknown adaptive rule '{self.adaptive}'",
+             f"choose one of: {', '.join(ADAPTIVE)}"),
+            (self.adaptive is None or self.sampler != "ancestral",
+             "adaptive steps need an ordered sampler, not ancestral",
+             "use --sampler confidence (Fast-dLLM / EB-sampler order), uncertainty or importance"),
+            (isinstance(self.steps, int) and self.steps >= 1, f"steps must be at least 1 (got {self.steps})", None),
+            (0.0 < self.threshold <= 1.0, f"threshold must be in (0, 1] (got {self.threshold})", "e.g. --threshold 0.9"),
+            (self.gamma >= 0.0 and math.isfinite(self.gamma), f"gamma must be a finite number >= 0 (got {self.gamma})",
+             "e.g. --gamma 0.1"),
+            (self.metric in METRICS, f"unknown uncertainty metric '{self.metric}'", f"choose one of: {', '.join(METRICS)}"),
+            (self.grid in GRIDS, f"unknown time grid '{self.grid}'", f"choose one of: {', '.join(GRIDS)}"),
+            (self.temperature >= 0.0 and math.isfinite(self.temperature),
+             f"temperature must be >= 0 (got {self.temperature})", "0 is greedy, 1 the model's distribution"),
+            (0.0 < self.top_p <= 1.0, f"top-p must be in (0, 1] (got {self.top_p})", None),
+        ]
+        for ok, message, hint in checks:
+            if not ok:
+                raise AtatError(message, hint)
+        return self
+
+    def describe(self) -> str:
+        if self.adaptive == "threshold":
+            return f"{self.sampler}+threshold({self.threshold:g})"
+        if self.adaptive == "entropy-bound":
+            return f"{self.sampler}+entropy-bound({self.gamma:g})"
+        return f"{self.sampler}/{self.steps}"
+
+
+@dataclass
+class StepRecord:
+    """The state after one step (CPU tensors, (B, T)); only built when record=True."""
+
+    step: int
+    nfe: int  # batched denoiser calls so far
+    tokens: torch.Tensor  # the sequence after this step (mask id where still masked)
+    unmasked: torch.Tensor  # bool: positions revealed at this step
+    confidence: torch.Tensor  # probability the model gave each revealed token (0 elsewhere)
+    importance: Optional[torch.Tensor] = None  # the estimator's importance at this step, when there is one
+
+
+@dataclass
+class SampleOutput:
+    tokens: torch.Tensor  # (B, T)
+    nfe: int  # batched denoiser calls (what the wall time pays for)
+    row_nfe: torch.Tensor  # (B,) calls in which each row was evaluated
+    row_steps: torch.Tensor  # (B,) steps each row needed
+    trajectory: Optional[list[StepRecord]] = None
+
+
+def time_grid(steps: int, grid: str, device) -> torch.Tensor:
+    """Times t_0 = 1 > t_1 > ... > t_steps = 0 (float64)."""
+    u = torch.arange(steps + 1, dtype=torch.float64, device=device) / steps
+    return 1.0 - u if grid == "linear" else torch.cos(0.5 * math.pi * u)
+
+
+def uncertainty(probs: torch.Tensor, metric: str) -> torch.Tensor:
+    """(N, V) probabilities -> (N,) uncertainty, higher = less sure."""
+    if metric == "entropy":
+        return torch.special.entr(probs).sum(dim=-1)
+    if metric == "maxprob":
+        return 1.0 - probs.max(dim=-1).values
+    top2 = probs.topk(2, dim=-1).values
+    return 1.0 - (top2[:, 0] - top2[:, 1])
+
+
+def _normalised_uncertainty(probs: torch.Tensor, metric: str) -> torch.Tensor:
+    """Uncertainty scaled to [0, 1], so that it multiplies importance on an equal footing."""
+    u = uncertainty(probs, metric)
+    return u / math.log(probs.shape[-1]) if metric == "entropy" else u
+
+
+@torch.no_grad()
+def sample(denoiser: Denoiser, x: torch.Tensor, mask_id: int, settings: SamplerSettings, *,
+           fill: torch.Tensor | None = None, generator: torch.Generator | None = None,
+           importance: Importance | None = None, schedule: NoiseSchedule | None = None,
+           record: bool = False) -> SampleOutput:
+    """Fill the masked positions of x (B, T); see the module docstring."""
+    settings.validate()
+    if settings.sampler == "importance" and importance is None:
+        raise AtatError("the importance sampler needs an importance estimator, and this model has none",
+                        "train with --method atat, or use --sampler uncertainty")
+    todo = x == mask_id if fill is None else (fill & (x == mask_id))
+    schedule = schedule or LogLinear()
+    if settings.sampler == "ancestral":
+        return _ancestral(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record)
+    return _ordered(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record)
+
+
+def _record(trajectory, step, nfe, x, chosen, logits_at_chosen, tokens, imp):
+    """Append one StepRecord (only called when recording, so the normal path pays nothing)."""
+    confidence = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    if tokens.numel():
+        probs = torch.softmax(logits_at_chosen.float(), dim=-1)
+        confidence[chosen] = probs.gather(-1, tokens[:, None]).squeeze(-1)
+    trajectory.append(StepRecord(step, nfe, x.to("cpu", copy=True), chosen.cpu(), confidence.cpu(),
+                                 None if imp is None else imp.float().cpu()))
+
+
+def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, importance, schedule, record):
+    B = x.shape[0]
+    rate = schedule.mask_rate(time_grid(s.steps, s.grid, x.device))  # m(t_i), float64, m(t_steps) = 0
+    cache = None  # (B, T, V) logits of the real vocabulary, per row valid while the row is unchanged
+    stale = torch.ones(B, dtype=torch.bool, device=x.device)
+    nfe, row_nfe = 0, torch.zeros(B, dtype=torch.long, device=x.device)
+    row_steps = torch.zeros_like(row_nfe)
+    trajectory = [] if record else None
+    for i in range(s.steps):
+        active = todo.any(dim=1)
+        if not active.any():
+            break
+        need = stale & active
+        if need.any():
+            level = rate[i].float().expand(B)
+            fresh = denoiser(x[need], level[need])[..., :mask_id].float()
+            if cache is None:
+                cache = torch.zeros(B, *fresh.shape[1:], dtype=fresh.dtype, device=x.device)
+            cache[need] = fresh
+            nfe += 1
+            row_nfe += need
+        row_steps += active
+        # Reveal each masked token with probability (m(s) - m(t)) / m(s); 1 on the last step.
+        reveal = (rate[i] - rate[i + 1]) / rate[i]
+        chosen = todo & (torch.rand(x.shape, dtype=torch.float64, generator=generator, device=x.device) < reveal)
+        tokens = sample_categorical(cache[chosen], generator, s.temperature, s.top_p)
+        x[chosen] = tokens
+        todo &= ~chosen
+        stale = chosen.any(dim=1)
+        if record:
+            imp = importance(x, rate[i + 1].float().expand(B)) if importance is not None else None
+            _record(trajectory, i, nfe, x, chosen, cache[chosen], tokens, imp)
+    return SampleOutput(x, nfe, row_nfe, row_steps, trajectory)
+
+
+def _ordered(denoiser, x, todo, mask_id, s: SamplerSettings, generator, importance, schedule, record):
+    B, T = x.shape
+    total = todo.sum(dim=1)
+    if s.adaptive is None:
+        rate = schedule.mask_rate(time_grid(s.steps, s.grid, x.device))
+        remaining = rate / rate[0]  # fraction of the positions to fill still masked after step i
+    positions = torch.arange(T, device=x.device).expand(B, T)
+    nfe, row_nfe = 0, torch.zeros(B, dtype=torch.long, device=x.device)
+    row_steps = torch.zeros_like(row_nfe)
+    trajectory = [] if record else None
+    step = 0
+    while todo.any():
+        active = todo.any(dim=1)
+        # The model was trained with noise level = masking rate; here that is the masked
+        # fraction it actually sees (schedule-free, and exact for adaptive steps too).
+        level = (x == mask_id).float().mean(dim=1)
+        logits = denoiser(x, level)[..., :mask_id]
+        nfe += 1
+        row_nfe += active
+        row_steps += active
+        probs = torch.softmax(logits[todo].float(), dim=-1)  # (N, V) at the positions to fill
+        imp = None
+        if s.sampler == "importance" or (record and importance is not None):
+            imp = importance(x, level).float()
+        if s.sampler == "confidence":
+            priority = -uncertainty(probs, s.metric)
+        elif s.sampler == "uncertainty":
+            priority = uncertainty(probs, s.metric)
+        else:
+            priority = _normalised_uncertainty(probs, s.metric) * imp[todo]
+        score = torch.full((B, T), float("-inf"), device=x.device)
+        score[todo] = priority
+        order = score.argsort(dim=1, descending=True, stable=True)
+        rank = torch.empty_like(order).scatter_(1, order, positions)  # rank 0 = first to reveal
+        if s.adaptive is None:
+            count = todo.sum(dim=1)
+            target = torch.round(total * remaining[min(step + 1, s.steps)]).long()
+            k = torch.minimum((count - target).clamp(min=1), count)
+            chosen = todo & (rank < k[:, None])
+        elif s.adaptive == "threshold":
+            top = torch.zeros(B, T, device=x.device)
+            top[todo] = probs.max(dim=-1).values
+            chosen = todo & ((top >= s.threshold) | (rank == 0))
+        else:  # entropy-bound: the longest prefix (in the sampler's order) with sum - max <= gamma
+            ent = torch.zeros(B, T, device=x.device)
+            ent[todo] = torch.special.entr(probs).sum(dim=-1)
+            ent_sorted, todo_sorted = ent.gather(1, order), todo.gather(1, order)
+            spread = ent_sorted.cumsum(dim=1) - ent_sorted.cummax(dim=1).values
+            chosen = torch.zeros_like(todo).scatter_(1, order, todo_sorted & (spread <= s.gamma))
+        tokens = sample_categorical(logits[chosen], generator, s.temperature, s.top_p)
+        x[chosen] = tokens
+        todo &= ~chosen
+        if record:
+            _record(trajectory, step, nfe, x, chosen, logits[chosen], tokens, imp)
+        step += 1
+    return SampleOutput(x, nfe, row_nfe, row_steps, trajectory)
+
+
+@torch.no_grad()
+def sample_autoregressive(model_fn, prefix: torch.Tensor, n_new: int, *, seq_len: int, temperature: float = 1.0,
+                          top_p: float = 1.0, generator: torch.Generator | None = None,
+                          n_layers: int, record: bool = False) -> SampleOutput:
+    """Left-to-right sampling with a KV cache: `model_fn(x, kv_caches) -> logits (B, T, V)`.
+
+    prefix (B, P) starts with the BOS id. One NFE for the prompt, then one per token fed back. When
+    the cache is full (the context length), the last half context is re-read instead, in one NFE."""
+    B = prefix.shape[0]
+    seq = prefix
+    caches = [{} for _ in range(n_layers)]
+    logits = model_fn(seq, caches)[:, -1]
+    nfe = 1
+    trajectory = [] if record else None
+    for i in range(n_new):
+        token = sample_categorical(logits.float(), generator, temperature, top_p)
+        seq = torch.cat([seq, token[:, None]], dim=1)
+        if record:
+            chosen = torch.zeros(seq.shape, dtype=torch.bool, device=seq.device)
+            chosen[:, -1] = True
+            _record(trajectory, i, nfe, seq, chosen, logits, token, None)
+        if i == n_new - 1:
+            break
+        if caches[0].get("len", 0) + 1 > seq_len:
+            caches = [{} for _ in range(n_layers)]
+            logits = model_fn(seq[:, -(seq_len // 2):], caches)[:, -1]
+        else:
+            logits = model_fn(token[:, None], caches)[:, -1]
+        nfe += 1
+    steps = torch.full((B,), n_new, dtype=torch.long, device=seq.device)
+    return SampleOutput(seq, nfe, torch.full((B,), nfe, dtype=torch.long, device=seq.device), steps, trajectory)
