@@ -11,13 +11,14 @@ import sys
 
 import typer
 
-from atat_cli.cli import config_cmd, data, evaluate, train
+from atat_cli.cli import config_cmd, data, evaluate, sample, train
 
 # (group, name, function). group None is a top-level command. `--help` is built from this table
 # alone (a test checks it), so a command that is not here does not exist.
 COMMANDS = [
     (None, "train", train.train),
     (None, "eval", evaluate.evaluate),
+    (None, "sample", sample.sample),
     ("data", "fetch", data.fetch),
     ("data", "list", data.list_corpora),
     ("data", "info", data.info),

@@ -1,0 +1,118 @@
+"""`atat sample`: generate text from a run (continuation, infilling, unconditional)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from atat_cli.cli.output import err, log, out, print_json
+
+
+def sample(
+    run: Annotated[Optional[str], typer.Argument(help="Run folder or checkpoint (default: the newest run).")] = None,
+    prompt: Annotated[str, typer.Option(help="Text to continue; [MASK] or [MASK]*N inside it marks tokens to fill in; empty = unconditional.")] = "",
+    sampler: Annotated[Optional[str], typer.Option(help="ancestral (MDLM, default), confidence, uncertainty or importance (ATAT runs).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (per block); default 64.")] = None,
+    adaptive: Annotated[Optional[str], typer.Option(help="Adaptive steps instead of --steps: threshold (Fast-dLLM) or entropy-bound (EB-sampler).")] = None,
+    threshold: Annotated[float, typer.Option(help="--adaptive threshold: reveal every position whose top probability is at least this, in (0, 1].")] = 0.9,
+    gamma: Annotated[float, typer.Option(help="--adaptive entropy-bound: bound (nats) on summed entropy minus the largest one.")] = 0.1,
+    metric: Annotated[str, typer.Option(help="Uncertainty metric of the ordered samplers: entropy, margin or maxprob.")] = "entropy",
+    schedule: Annotated[str, typer.Option(help="Time grid, i.e. how many tokens each step reveals: linear or cosine (MD4/MaskGIT).")] = "linear",
+    length: Annotated[Optional[int], typer.Option(help="Tokens to generate after the prompt (default: the rest of one context; 0 extra for infilling).")] = None,
+    num_samples: Annotated[int, typer.Option(help="Number of samples.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 16,
+    block_size: Annotated[Optional[int], typer.Option(help="Semi-autoregressive block length (default: one block if it fits the context, else half a context).")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling: keep the most likely tokens up to this mass, in (0, 1].")] = 1.0,
+    seed: Annotated[Optional[int], typer.Option(help="Seed; the same seed gives the same samples (default: random, printed with --json).")] = None,
+    score: Annotated[bool, typer.Option("--score", help="Also report generative perplexity under --judge and unigram entropy.")] = False,
+    judge: Annotated[Optional[str], typer.Option(help="Judge for --score: an AR run folder (atat train --method ar) or a Hugging Face causal LM name.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object; no progress bar.")] = False,
+):
+    """Generate text with a chosen sampler; prints the samples (the prompt, then what was generated).
+
+    With --json: {"samples": [{"text", "steps", "nfe", "entropy"}...], "nfe", "seconds", "tokens_per_second", ...}.
+    NFE counts network evaluations: per sample, and in total as batched calls. AR runs sample left
+    to right with a KV cache.
+
+    Examples:
+      atat sample --prompt "The future of AI is"
+      atat sample --prompt "The [MASK]*5 sat on the mat." --sampler confidence --steps 8
+      atat sample --sampler confidence --adaptive threshold --threshold 0.9 --num-samples 8 --json
+      atat sample --num-samples 16 --steps 128 --score --judge runs/ar-tiny-pydocs
+    """
+    from atat_cli.errors import AtatError
+    from atat_cli.runs import load_run
+    from atat_cli.sampling import SamplerSettings, generate, load_judge, score_generation
+    from atat_cli.training.precision import default_device
+
+    if steps is not None and adaptive is not None:
+        raise AtatError("choose either --steps N or --adaptive RULE, not both")
+    if judge is not None:
+        score = True
+    if score and judge is None:
+        raise AtatError("--score needs a judge", "pass --judge RUN (an AR run: atat train --method ar) or --judge gpt2")
+    settings = SamplerSettings(
+        sampler=sampler or ("confidence" if adaptive else "ancestral"), steps=64 if steps is None else steps,
+        adaptive=adaptive, threshold=threshold, gamma=gamma, metric=metric, grid=schedule,
+        temperature=temperature, top_p=top_p).validate()
+    device = default_device()
+    trained = load_run(run, device)
+    if trained.cfg.method == "ar" and (sampler or steps is not None or adaptive):
+        log("[dim]AR run: sampling left to right; --sampler, --steps and --adaptive do not apply.[/]")
+    judge_model = load_judge(judge, device) if score else None
+
+    with _progress(num_samples, enabled=not json_out) as advance:
+        result = generate(trained, prompt, settings, length=length, num_samples=num_samples, batch_size=batch_size,
+                          block_size=block_size, seed=seed, progress=advance)
+    quality = score_generation(result, judge_model)
+    summary = result.to_dict()
+    for i, s in enumerate(summary["samples"]):
+        s["entropy"] = quality["per_sample_entropy"][i]
+        if judge_model is not None:
+            s["gen_ppl"] = quality["per_sample"][i]
+    summary.update({"run": str(trained.checkpoint.parent), "method": trained.cfg.method,
+                    "sampler": "ar" if trained.cfg.method == "ar" else settings.describe(),
+                    "entropy": quality["entropy"]})
+    if judge_model is not None:
+        summary.update({k: quality[k] for k in ("gen_ppl", "nll_per_token", "judge_tokens", "judge")})
+    if json_out:
+        print_json(summary)
+        return
+    from rich.rule import Rule
+    from rich.text import Text
+
+    for i, (s, row) in enumerate(zip(result.samples, summary["samples"])):
+        out.print(Rule(f"sample {i + 1} · {s.steps} steps · {s.nfe} NFE", style="dim"))
+        text = Text(s.text)
+        if s.text.startswith(result.prefix):
+            text.stylize("bold", 0, len(result.prefix))
+        out.print(text)
+    line = (f"{summary['sampler']}: {summary['nfe']} NFE, {summary['seconds']:.2f} s, "
+            f"{summary['tokens_per_second']:.0f} tokens/s, unigram entropy {summary['entropy']:.2f} nats")
+    if judge_model is not None:
+        ppl = summary["gen_ppl"]
+        line += f", gen. perplexity {'n/a' if ppl is None else f'{ppl:.2f}'} under {summary['judge']}"
+    out.print(Text(line, style="dim"))
+
+
+class _progress:
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=err, transient=True)
+        self.bar.__enter__()
+        task = self.bar.add_task("sample", total=self.total)
+        return lambda done, total: self.bar.update(task, completed=done)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+        return False
