@@ -80,7 +80,7 @@ def build_layout(prompt: str, tokenizer, mask_id: int, seq_len: int, length: int
     """Parse a prompt into a token layout. `length`: tokens to generate after the text (default:
     the rest of one context for a prefix prompt, none for an infilling text)."""
     if length is not None and length < 0:
-        raise AtatError(f"length must be at least 1 (got {length})")
+        raise AtatError(f"length must be at least 0 (got {length})")
     pieces, ids = [], []
 
     def add_text(text: str):

@@ -108,7 +108,12 @@ class HubJudge(Judge):
         except Exception:
             from atat_cli.data.tokenizer import _require_hub
 
-            _require_hub(name)
+            try:
+                _require_hub(name)
+            except AtatError as e:
+                raise AtatError(f"judge '{name}' is neither a run folder nor a cached Hugging Face model, and "
+                                f"the hub is not reachable ({e.message.split('(', 1)[-1].rstrip(')')})",
+                                "pass an AR run folder: --judge runs/ar-tiny-pydocs (atat train --method ar)") from None
             try:
                 tokenizer = AutoTokenizer.from_pretrained(name)
                 model = AutoModelForCausalLM.from_pretrained(name)
