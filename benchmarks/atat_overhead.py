@@ -1,0 +1,149 @@
+"""ATAT against MDLM at equal budget: step-time overhead, and validation bits per byte.
+
+    python benchmarks/atat_overhead.py                       # the recorded run (docs/benchmarks.md)
+    python benchmarks/atat_overhead.py --steps 20 --seeds 1  # a quick look
+
+Part 1 times training steps of `tiny` (forward, backward, clipping, AdamW) for MDLM and ATAT full
+on the same random batches, interleaved round by round so that machine noise hits both alike,
+and reports the median step time of each and their ratio.
+
+Part 2 trains MDLM and ATAT full with the real trainer on the default corpus for the same number
+of steps (so the same number of tokens) for each seed, then evaluates every run with the
+uniform-masking NELBO on the validation split (`atat eval`'s numbers), and reports bits per
+byte as mean and standard deviation over seeds. Whatever it shows is what gets recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from atat_cli.config import load_config
+from atat_cli.evaluation.report import evaluate_run
+from atat_cli.models import build_model, count_parameters, importance_estimator_of
+from atat_cli.objectives import build_objective
+from atat_cli.training import Trainer
+from atat_cli.training.precision import autocast, resolve_precision
+
+VARIANTS = {"MDLM": ("mdlm", None), "ATAT full": ("atat", "atat/full")}
+
+
+def step_times(size: str, rounds: int, vocab: int, precision: str) -> dict:
+    device = torch.device("cpu")
+    setups = {}
+    for name, (method, preset) in VARIANTS.items():
+        torch.manual_seed(0)
+        cfg = load_config(size, method, config_file=preset)
+        model = build_model(cfg, vocab)
+        setups[name] = dict(model=model, objective=build_objective(cfg, vocab, 0),
+                            opt=torch.optim.AdamW(model.parameters(), lr=1e-4),
+                            gen=torch.Generator().manual_seed(0), cfg=cfg)
+    batch = torch.randint(0, vocab, (cfg.train.batch_size, cfg.model.seq_len), generator=torch.Generator().manual_seed(0))
+
+    def one_step(s) -> float:
+        start = time.perf_counter()
+        s["objective"].begin_step(0, 1)
+        with autocast(device, precision):
+            loss, _ = s["objective"].loss(s["model"], batch, s["gen"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(s["model"].parameters(), 1.0)
+        s["opt"].step()
+        s["opt"].zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    for s in setups.values():  # warm-up
+        one_step(s)
+    times = {name: [] for name in setups}
+    for _ in range(rounds):
+        for name, s in setups.items():
+            times[name].append(one_step(s))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    atat_model = setups["ATAT full"]["model"]
+    return {
+        "precision": precision,
+        "tokens_per_step": batch.numel(),
+        "median_step_s": median,
+        "ratio": median["ATAT full"] / median["MDLM"],
+        "estimator_params": count_parameters(importance_estimator_of(atat_model)),
+        "denoiser_params": count_parameters(setups["MDLM"]["model"]),
+    }
+
+
+def compare(size: str, steps: int, seeds: list[int], mc: int, root: Path) -> list[dict]:
+    rows = []
+    for seed in seeds:
+        for name, (method, preset) in VARIANTS.items():
+            cfg = load_config(size, method, config_file=preset,
+                              overrides=[f"train.max_steps={steps}", f"train.seed={seed}", "train.eval_every=0",
+                                         f"train.save_every={steps}"])
+            run_dir = root / f"{method}-seed{seed}"
+            start = time.time()
+            Trainer(cfg, run_dir, progress=False, log=lambda *a, **k: None).run()
+            seconds = time.time() - start
+            result = evaluate_run(run_dir, split="valid", mc=mc)
+            rows.append({"variant": name, "seed": seed, "steps": steps,
+                         "tokens": steps * cfg.train.batch_size * cfg.model.seq_len,
+                         "bits_per_byte": result["bits_per_byte"], "nelbo": result["nelbo"],
+                         "importance_spearman": result.get("importance_spearman"), "train_seconds": seconds})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    out = {}
+    for name in VARIANTS:
+        bpb = [r["bits_per_byte"] for r in rows if r["variant"] == name]
+        out[name] = {"mean": statistics.mean(bpb), "std": statistics.stdev(bpb) if len(bpb) > 1 else float("nan"),
+                     "n": len(bpb)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--rounds", type=int, default=8, help="timed steps per variant (part 1)")
+    parser.add_argument("--steps", type=int, default=150, help="training steps per run (part 2)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--mc", type=int, default=4)
+    parser.add_argument("--json", type=Path, help="write all results to this file")
+    args = parser.parse_args()
+
+    precision = resolve_precision("auto", torch.device("cpu"))
+    load = os.getloadavg()[0]
+    print(f"load average before: {load:.2f}; torch {torch.__version__}, {torch.get_num_threads()} threads, {precision}")
+    timing = step_times(args.size, args.rounds, 8192, precision)
+    print(json.dumps(timing), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = compare(args.size, args.steps, list(range(args.seeds)), args.mc, Path(tmp))
+    summary = summarize(rows)
+
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
+    t = timing["median_step_s"]
+    print(f"\n### ATAT step-time overhead ({args.size}, {precision}, {timing['tokens_per_step']} tokens/step, {model})\n")
+    print("| variant | median step (s) | ratio to MDLM |\n| --- | ---: | ---: |")
+    for name in VARIANTS:
+        print(f"| {name} | {t[name]:.3f} | {t[name] / t['MDLM']:.3f} |")
+    print(f"\nEstimator: {timing['estimator_params'] / 1e6:.2f}M parameters beside the "
+          f"{timing['denoiser_params'] / 1e6:.2f}M of the denoiser.")
+    print(f"\n### Validation bits per byte after {args.steps} steps ({rows[0]['tokens']:,} tokens), "
+          f"{args.seeds} seeds, uniform-masking NELBO with --mc {args.mc}\n")
+    print("| variant | bits/byte mean | std over seeds | per seed |\n| --- | ---: | ---: | --- |")
+    for name, s in summary.items():
+        per_seed = ", ".join(f"{r['bits_per_byte']:.4f}" for r in rows if r["variant"] == name)
+        print(f"| {name} | {s['mean']:.4f} | {s['std']:.4f} | {per_seed} |")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"timing": timing, "rows": rows, "summary": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
