@@ -1,0 +1,85 @@
+"""Grids: YAML files of named variants, each a method, a config preset and --set overrides.
+
+    baseline: mdlm
+    variants:
+      mdlm: {method: mdlm}
+      atat_full: {config: atat/full}
+      atat_t3: {config: atat/full, set: [atat.masking.temperature=3.0]}
+
+Every variant is resolved into a full RunConfig when the grid is loaded, so an unknown key or
+value is an error before anything trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from atat_cli.config import CONFIG_DIR, RunConfig, load_config
+from atat_cli.errors import AtatError
+
+VARIANT_KEYS = {"method", "config", "set"}
+
+
+@dataclass
+class Variant:
+    name: str
+    method: str | None = None
+    config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+
+    def resolve(self, size: str, common: list[str]) -> RunConfig:
+        try:
+            return load_config(size, self.method, self.config, [*common, *self.overrides])
+        except AtatError as e:
+            raise AtatError(f"variant '{self.name}': {e.message}", e.hint) from e
+
+
+@dataclass
+class Grid:
+    name: str
+    baseline: str
+    variants: list[Variant]
+
+
+def grid_names() -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / "grids").glob("*.yaml"))
+
+
+def load_grid(name_or_path: str, only: list[str] | None = None) -> Grid:
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = CONFIG_DIR / "grids" / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise AtatError(f"unknown grid '{name_or_path}'", f"built-in grids: {', '.join(grid_names())}; or pass a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise AtatError(f"cannot parse grid file {path}: {str(e).splitlines()[0]}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("variants"), dict) or not data["variants"]:
+        raise AtatError(f"grid file {path} needs a 'variants' mapping of name -> {{method, config, set}}")
+    unknown_top = set(data) - {"baseline", "variants"}
+    if unknown_top:
+        raise AtatError(f"unknown grid key '{sorted(unknown_top)[0]}' in {path}", "a grid has 'baseline' and 'variants'")
+    variants = []
+    for name, spec in data["variants"].items():
+        spec = spec or {}
+        if not isinstance(spec, dict) or set(spec) - VARIANT_KEYS:
+            bad = sorted(set(spec) - VARIANT_KEYS) if isinstance(spec, dict) else spec
+            raise AtatError(f"variant '{name}' has unknown key(s) {bad}", f"a variant takes {', '.join(sorted(VARIANT_KEYS))}")
+        overrides = spec.get("set", [])
+        if isinstance(overrides, str):
+            overrides = [overrides]
+        variants.append(Variant(str(name), spec.get("method"), spec.get("config"), [str(o) for o in overrides]))
+    names = [v.name for v in variants]
+    if only:
+        missing = [n for n in only if n not in names]
+        if missing:
+            raise AtatError(f"unknown variant '{missing[0]}' in grid '{path.stem}'", f"variants: {', '.join(names)}")
+        variants = [v for v in variants if v.name in only]
+    baseline = str(data.get("baseline", variants[0].name))
+    if baseline not in names:
+        raise AtatError(f"baseline '{baseline}' is not a variant of grid '{path.stem}'")
+    return Grid(path.stem, baseline, variants)

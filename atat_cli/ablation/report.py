@@ -1,0 +1,110 @@
+"""The ablation report: one row per variant, mean and spread over seeds, compared with the baseline.
+
+Columns: bits per byte and perplexity bound (uniform-masking NELBO; AR: exact NLL) with mean and
+standard deviation over seeds, the tokens needed to reach the baseline's final validation loss,
+training tokens/s and wall time. A variant is called better or worse than the baseline only when
+the gap in bits per byte exceeds the seeds' combined spread; otherwise "within noise".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+
+from atat_cli.ablation.runner import RunRecord
+
+COLUMNS = ["variant", "method", "seeds", "bits_per_byte", "bits_per_byte_std", "ppl", "ppl_std", "tokens",
+           "tokens_to_baseline", "tokens_per_s", "wall_s", "importance_spearman", "vs_baseline"]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _tokens_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
+    return next((tokens for tokens, loss in curve if loss <= target), None)
+
+
+def build_report(records: list[RunRecord], baseline: str, grid: str = "") -> dict:
+    by_variant: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by_variant.setdefault(r.variant, []).append(r)
+    base_runs = by_variant.get(baseline, [])
+    base_final = [r.curve[-1][1] for r in base_runs if r.curve]
+    target = statistics.mean(base_final) if base_final else None
+    base_bpb = _mean_std([r.evaluation["bits_per_byte"] for r in base_runs])
+    rows = []
+    for name, runs in by_variant.items():
+        bpb, bpb_std = _mean_std([r.evaluation["bits_per_byte"] for r in runs])
+        ppl, ppl_std = _mean_std([r.evaluation["ppl"] for r in runs])
+        reached = [_tokens_to_reach(r.curve, target) for r in runs] if target is not None else []
+        spearman = [r.evaluation["importance_spearman"] for r in runs if r.evaluation.get("importance_spearman") is not None]
+        if name == baseline:
+            verdict = "baseline"
+        elif math.isnan(base_bpb[0]):
+            verdict = "n/a"
+        elif abs(bpb - base_bpb[0]) <= bpb_std + base_bpb[1]:
+            verdict = "within noise"
+        else:
+            verdict = "better" if bpb < base_bpb[0] else "worse"
+        rows.append({
+            "variant": name, "method": runs[0].method, "seeds": len(runs),
+            "bits_per_byte": bpb, "bits_per_byte_std": bpb_std, "ppl": ppl, "ppl_std": ppl_std,
+            "tokens": runs[0].tokens,
+            # the mean over seeds that reached it; None when no seed did
+            "tokens_to_baseline": statistics.mean([t for t in reached if t is not None]) if any(t is not None for t in reached) else None,
+            "tokens_to_baseline_reached": sum(t is not None for t in reached),
+            "tokens_per_s": statistics.mean([r.tokens_per_s for r in runs if r.tokens_per_s]) if any(r.tokens_per_s for r in runs) else None,
+            "wall_s": statistics.mean([r.train_seconds for r in runs]),
+            "importance_spearman": statistics.mean(spearman) if spearman else None,
+            "vs_baseline": verdict,
+        })
+    return {
+        "grid": grid, "baseline": baseline, "baseline_final_val_loss": target,
+        "rows": rows,
+        "runs": [{"variant": r.variant, "seed": r.seed, "run": str(r.run_dir), "steps": r.steps, "tokens": r.tokens,
+                  "bits_per_byte": r.evaluation["bits_per_byte"], "nelbo": r.evaluation["nelbo"],
+                  "ppl": r.evaluation["ppl"], "train_seconds": r.train_seconds, "curve": r.curve} for r in records],
+    }
+
+
+def _fmt(value, digits=4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def markdown_table(report: dict) -> str:
+    lines = ["| variant | bits/byte | ppl bound | tokens | tokens to baseline's final val loss | tokens/s | wall (s) | importance Spearman | vs baseline |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in report["rows"]:
+        reach = "not reached" if r["tokens_to_baseline"] is None else f"{r['tokens_to_baseline']:,.0f} ({r['tokens_to_baseline_reached']}/{r['seeds']} seeds)"
+        lines.append(f"| {r['variant']} | {_fmt(r['bits_per_byte'])} ± {_fmt(r['bits_per_byte_std'])} "
+                     f"| {_fmt(r['ppl'], 2)} ± {_fmt(r['ppl_std'], 2)} | {r['tokens']:,} | {reach} "
+                     f"| {_fmt(r['tokens_per_s'], 0)} | {_fmt(r['wall_s'], 0)} | {_fmt(r['importance_spearman'], 3)} | {r['vs_baseline']} |")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out: Path) -> list[Path]:
+    from atat_cli.viz.curves import plot_validation_curves
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(markdown_table(report) + "\n")
+    with open(out / "report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(report["rows"])
+    curves: dict[str, list] = {}
+    for run in report["runs"]:
+        curves.setdefault(run["variant"], []).append(run["curve"])
+    plot_validation_curves(curves, out / "val_curves.png", baseline=report["baseline"])
+    return [out / name for name in ("report.md", "report.csv", "report.json", "val_curves.png")]

@@ -1,0 +1,51 @@
+"""`atat ablate`: a grid of training variants at an equal token budget, summarised in one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from atat_cli.cli.output import log, out, print_json
+
+
+def ablate(
+    grid: Annotated[str, typer.Option(help="Built-in grid (atat, temperature) or a YAML file of variants.")] = "atat",
+    data: Annotated[str, typer.Option(help="Corpus every variant trains and is evaluated on.")] = "pydocs",
+    size: Annotated[str, typer.Option(help="Model size preset for every variant.")] = "tiny",
+    tokens: Annotated[int, typer.Option(help="Training tokens per run (the equal budget).")] = 500_000,
+    seeds: Annotated[int, typer.Option(help="Seeds per variant.")] = 2,
+    variants: Annotated[Optional[list[str]], typer.Option("--variant", help="Run only these variants (repeatable).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for runs and report (default runs/ablate-<grid>).")] = None,
+    mc: Annotated[int, typer.Option(help="Time samples per block in the final evaluation.")] = 4,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key for every variant (repeatable).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object; no progress bars.")] = False,
+):
+    """Train every variant of a grid for the same tokens and seeds, evaluate each with the
+    uniform-masking NELBO, and write report.md/.csv/.json and val_curves.png. Re-running resumes:
+    finished runs are skipped, interrupted ones continue.
+
+    Example: atat ablate --grid atat --tokens 500000 --seeds 2
+    """
+    from atat_cli.ablation import build_report, load_grid, run_grid, write_report
+    from atat_cli.ablation.report import markdown_table
+    from atat_cli.errors import AtatError
+    from atat_cli.paths import runs_root
+
+    if tokens < 1 or seeds < 1 or mc < 1:
+        raise AtatError("--tokens, --seeds and --mc must be at least 1")
+    spec = load_grid(grid, only=variants)
+    folder = out_dir or runs_root() / f"ablate-{spec.name}"
+    records = run_grid(spec, size=size, data=data, tokens=tokens, seeds=seeds, out=folder, mc=mc,
+                       overrides=list(overrides or []), log=log, progress=not json_out)
+    report = build_report(records, spec.baseline, spec.name)
+    report.update({"size": size, "data": data, "tokens": tokens, "seeds": seeds, "mc": mc})
+    files = write_report(report, folder)
+    if json_out:
+        print_json(report)
+        return
+    out.print(f"[bold]Grid {spec.name}[/] on {data}, size {size}, {tokens:,} tokens x {seeds} seeds "
+              f"(baseline {spec.baseline}; bits/byte from the uniform-masking NELBO, AR: exact NLL)\n")
+    out.print(markdown_table(report), highlight=False, markup=False)
+    out.print(f"\nWrote {', '.join(str(f) for f in files)}")

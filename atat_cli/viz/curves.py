@@ -1,0 +1,37 @@
+"""Validation loss against tokens, one line per variant (mean over seeds, band = min..max)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_validation_curves(curves: dict[str, list[list[tuple[int, float]]]], path: Path, baseline: str | None = None,
+                           title: str = "Validation loss (uniform-masking NELBO; AR: NLL)") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    for name, runs in curves.items():
+        runs = [r for r in runs if r]
+        if not runs:
+            continue
+        n = min(len(r) for r in runs)  # seeds of a variant share their evaluation steps
+        tokens = np.array([t for t, _ in runs[0][:n]], dtype=float)
+        losses = np.array([[loss for _, loss in r[:n]] for r in runs])
+        style = {"color": "black", "linewidth": 2.2} if name == baseline else {"linewidth": 1.6}
+        line, = ax.plot(tokens, losses.mean(axis=0), label=name, **style)
+        if len(runs) > 1:
+            ax.fill_between(tokens, losses.min(axis=0), losses.max(axis=0), color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("nats / token")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
