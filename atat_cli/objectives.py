@@ -46,8 +46,12 @@ class MDLMObjective(Objective):
         t = sample_times(x0.shape[0], self.eps, self.antithetic, generator, x0.device)
         logits, _, masked = diffusion_forward(model, x0, t, self.schedule, self.mask_id, generator)
         nll = masked_token_nll(logits, x0, masked, self.mask_id)
-        loss = nelbo_per_token(nll, t, self.schedule).mean()  # mean over all tokens, as MDLM
-        return loss, {"nelbo": loss.detach(), "mask_rate": masked.float().mean()}
+        terms = nelbo_per_token(nll, t, self.schedule)
+        loss = terms.mean()  # mean over all tokens, as MDLM
+        metrics = {"nelbo": loss.detach(), "mask_rate": masked.float().mean()}
+        metrics.update(band_metrics(logits, x0, masked, terms.detach(), self.schedule.mask_rate(t),
+                                    self.schedule.loss_weight(t), self.mask_id))
+        return loss, metrics
 
 
 class ARObjective(Objective):
@@ -61,6 +65,29 @@ class ARObjective(Objective):
         logits = model(shift_right(x0, self.bos_id))
         loss = F.cross_entropy(logits.float().flatten(0, 1), x0.flatten())
         return loss, {"nll": loss.detach()}
+
+
+# Corruption bands by masking rate, shared by training logs and evaluation: low < 0.3 <= mid < 0.7 <= high.
+BANDS = {"low": (0.0, 0.3), "mid": (0.3, 0.7), "high": (0.7, 1.0 + 1e-9)}
+
+
+@torch.no_grad()
+def band_metrics(logits, x0, masked, terms, rate, loss_weight, mask_id) -> dict:
+    """Training diagnostics by corruption band of each sequence's masking rate: the mean NELBO of
+    the band's sequences (`loss_<band>`) and the RMS norm of the loss gradient with respect to the
+    logits of its masked tokens, w(t) * ||softmax - onehot|| (`grad_<band>`). Both come from
+    tensors the step has already computed, so no extra backward pass is needed. Every key is
+    always present (NaN for a band with no sequence), so all ranks log the same keys.""" 
+    probs = torch.softmax(logits[..., :mask_id].float(), dim=-1)
+    p_true = probs.gather(-1, x0[..., None])[..., 0]
+    grad_sq = (probs.square().sum(-1) - 2 * p_true + 1) * loss_weight[:, None] ** 2  # (B, T)
+    out = {}
+    for band, (lo, hi) in BANDS.items():
+        # an empty band gives NaN (a mean over nothing), which the trainer's averages skip
+        rows = (rate >= lo) & (rate < hi)
+        out[f"loss_{band}"] = terms[rows].mean()
+        out[f"grad_{band}"] = grad_sq[masked & rows[:, None]].mean().sqrt()
+    return out
 
 
 def shift_right(x0: torch.Tensor, bos_id: int) -> torch.Tensor:

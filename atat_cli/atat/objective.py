@@ -21,7 +21,7 @@ from atat_cli.atat.adaptive_masking import mask_probabilities
 from atat_cli.atat.curriculum import Curriculum
 from atat_cli.diffusion import mask_tokens, masked_token_nll, nelbo_per_token, sample_times
 from atat_cli.models import importance_estimator_of
-from atat_cli.objectives import MDLMObjective
+from atat_cli.objectives import MDLMObjective, band_metrics
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -75,6 +75,7 @@ class ATATObjective(MDLMObjective):
         terms = nelbo_per_token(nll, t, self.schedule)
         nelbo = terms.mean()
         metrics = {"nelbo": nelbo.detach(), "mask_rate": masked.float().mean(), "mask_rate_scheduled": rate.mean()}
+        metrics.update(band_metrics(logits, x0, masked, terms.detach(), rate, self.schedule.loss_weight(t), self.mask_id))
         loss = nelbo
         if self.curriculum is not None:
             weights = self.curriculum.weights(s.detach(), self.progress)

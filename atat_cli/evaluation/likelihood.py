@@ -17,10 +17,8 @@ import torch.nn.functional as F
 from atat_cli.diffusion import build_schedule, diffusion_forward, masked_token_nll, nelbo_per_token
 from atat_cli.evaluation.importance import spearman
 from atat_cli.models import importance_estimator_of
-from atat_cli.objectives import shift_right
+from atat_cli.objectives import BANDS, shift_right
 
-# Corruption bands by masking rate: low < 0.3 <= mid < 0.7 <= high.
-BANDS = {"low": (0.0, 0.3), "mid": (0.3, 0.7), "high": (0.7, 1.0 + 1e-9)}
 
 
 @torch.no_grad()

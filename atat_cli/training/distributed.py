@@ -5,6 +5,7 @@ Single-process runs get rank 0 of 1 and never touch torch.distributed.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -51,12 +52,14 @@ class DistEnv:
         return DistributedDataParallel(model, device_ids=ids)
 
     def mean(self, value: float) -> float:
-        """Average a scalar over ranks (for logging and validation)."""
+        """Average a scalar over ranks (for logging and validation); NaNs (nothing measured on a
+        rank) are left out, and the result is NaN only when no rank measured anything."""
+        finite = math.isfinite(value)
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device())
+        t = torch.tensor([value if finite else 0.0, float(finite)], dtype=torch.float64, device=self.device())
         torch.distributed.all_reduce(t)
-        return t.item() / self.world_size
+        return t[0].item() / t[1].item() if t[1].item() else float("nan")
 
     def barrier(self) -> None:
         if self.enabled:

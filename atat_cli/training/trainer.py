@@ -150,7 +150,7 @@ class Trainer:
     def _train_step(self) -> dict:
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
-        totals: dict = {}
+        collected: dict[str, list] = {}
         self.objective.begin_step(self.step, cfg.train.max_steps)
         for micro in range(cfg.train.grad_accum):
             x0 = self.loader.next_batch().to(self.device, non_blocking=True)
@@ -160,8 +160,8 @@ class Trainer:
                 with autocast(self.device, self.precision):
                     loss, metrics = self.objective.loss(self.forward_model, x0, self.noise)
                 (loss / cfg.train.grad_accum).backward()
-            for k, v in metrics.items():  # numbers are averaged over micro-batches, labels kept
-                totals[k] = v if isinstance(v, str) else totals.get(k, 0.0) + v.float() / cfg.train.grad_accum
+            for k, v in metrics.items():
+                collected.setdefault(k, []).append(v)
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if not torch.isfinite(grad_norm):
@@ -172,8 +172,8 @@ class Trainer:
         self.step += 1
         if self.ema:
             self.ema.update(self.model, self.step)
-        totals["grad_norm"] = grad_norm
-        return totals
+        collected["grad_norm"] = [grad_norm]
+        return collected  # per-micro-batch values; turned into numbers only on logging steps
 
     def validate(self) -> dict:
         """Uniform-masking validation NELBO (AR: NLL) with EMA weights on a fixed subset."""
@@ -267,7 +267,10 @@ class Trainer:
                     record = {"step": self.step, "tokens": self.step * tokens_per_step,
                               "lr": self.scheduler.get_last_lr()[0],
                               "tokens_per_s": window_steps * tokens_per_step / max(window_seconds, 1e-9)}
-                    record.update({k: v if isinstance(v, str) else self.dist.mean(float(v)) for k, v in metrics.items()})
+                    for k, values in metrics.items():
+                        # averaged over micro-batches (skipping NaN: a band no micro-batch had); labels kept
+                        value = values[-1] if isinstance(values[-1], str) else self.dist.mean(_nanmean(values))
+                        record[k] = None if isinstance(value, float) and math.isnan(value) else value
                     record["loss"] = record.get("nelbo", record.get("nll"))
                     if not math.isfinite(record["loss"]):
                         raise AtatError(f"loss became {record['loss']} at step {self.step}",
@@ -287,6 +290,11 @@ class Trainer:
                 if self.step % cfg.train.save_every == 0 or end or self.interrupted:
                     last_path = self._save() or last_path
         return last_path
+
+
+def _nanmean(values: list[torch.Tensor]) -> float:
+    finite = [float(v) for v in values if math.isfinite(float(v))]
+    return sum(finite) / len(finite) if finite else float("nan")
 
 
 class _ProgressBar:
