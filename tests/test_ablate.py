@@ -89,3 +89,32 @@ def test_builtin_grid_resolves():
     assert names[0] == grid.baseline == "mdlm" and "ar" in names and "atat_full" in names
     for v in grid.variants:
         v.resolve("tiny", [])
+
+
+def test_sampling_grid(atat_home, capsys, tmp_path):
+    from conftest import FAST
+
+    def train(method):
+        args = ["train", "--size", "test", "--method", method, "--max-steps", "3", "--json"]
+        for item in FAST:
+            args += ["--set", item]
+        assert main(args) == 0
+        return json.loads(capsys.readouterr().out)["run"]
+
+    mdlm, ar = train("mdlm"), train("ar")
+    grid = tmp_path / "s.yaml"
+    grid.write_text("variants:\n  conf_4: {sampler: confidence, steps: 4}\n  anc_8: {sampler: ancestral, steps: 8}\n"
+                    "  imp_4: {sampler: importance, steps: 4}\n  thr: {sampler: confidence, adaptive: threshold, threshold: 0.5}\n")
+    code = main(["ablate", "--sampling", mdlm, "--grid", str(grid), "--judge", ar, "--num-samples", "2",
+                 "--length", "16", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rows = {r["variant"]: r for r in json.loads(captured.out)["rows"]}
+    assert set(rows) == {"conf_4", "anc_8", "thr"}  # the importance order needs an ATAT run
+    assert rows["conf_4"]["nfe"] == 4 and rows["conf_4"]["mean_steps"] == 4
+    assert rows["anc_8"]["nfe"] <= 8
+    for r in rows.values():
+        assert r["gen_ppl"] > 0 and r["entropy"] >= 0
+    grid.write_text("variants:\n  bad: {sampler: confidence, stepz: 4}\n")
+    code = main(["ablate", "--sampling", mdlm, "--grid", str(grid)])
+    assert code == 1 and "unknown key 'stepz'" in capsys.readouterr().err
