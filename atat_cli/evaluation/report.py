@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from atat_cli.errors import AtatError
 from atat_cli.evaluation.likelihood import evaluate_likelihood, summarize
+from atat_cli.progress import progress_bar
 
 
 def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc: int = 4, batch_size: int = 16,
@@ -30,7 +31,7 @@ def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc:
     if len(blocks) == 0:
         raise AtatError(f"split '{split}' of '{corpus.name}' has fewer tokens than one block of {cfg.model.seq_len}")
     precision = resolve_precision(cfg.train.precision, device)
-    with _progress_bar(len(blocks), enabled=progress) as advance:
+    with progress_bar("eval", len(blocks), enabled=progress) as advance:
         raw = evaluate_likelihood(trained.model, blocks, method=cfg.method, diffusion_cfg=cfg.diffusion,
                                   mask_id=corpus.vocab_size, bos_id=corpus.eos_id, mc=mc, batch_size=batch_size,
                                   seed=seed, device=device, autocast=lambda: autocast(device, precision),
@@ -40,24 +41,3 @@ def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc:
               "mc": mc if cfg.method != "ar" else None, "seed": seed}
     result.update(summarize(raw, corpus.bytes_per_token(split)))
     return result
-
-
-class _progress_bar:
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                 console=Console(stderr=True), transient=True)
-        self.progress.__enter__()
-        task = self.progress.add_task("eval", total=self.total)
-        return lambda done: self.progress.update(task, completed=done)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.__exit__(*exc)
