@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from atat_cli.cli import ablate, config_cmd, data, evaluate, sample, train
+from atat_cli.cli import ablate, config_cmd, data, evaluate, gif, heatmap, sample, train
 
 # (group, name, function). group None is a top-level command. `--help` is built from this table
 # alone (a test checks it), so a command that is not here does not exist.
@@ -20,6 +20,8 @@ COMMANDS = [
     (None, "eval", evaluate.evaluate),
     (None, "sample", sample.sample),
     (None, "ablate", ablate.ablate),
+    (None, "gif", gif.gif),
+    (None, "heatmap", heatmap.heatmap),
     ("data", "fetch", data.fetch),
     ("data", "list", data.list_corpora),
     ("data", "info", data.info),

@@ -1,0 +1,88 @@
+"""`atat gif`: an animation of the denoising process, one frame per sampler step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from atat_cli.cli.output import log, out, print_json
+
+
+def gif(
+    run: Annotated[Optional[str], typer.Argument(help="Run folder or checkpoint (default: the newest run).")] = None,
+    prompt: Annotated[str, typer.Option(help="Text to continue; [MASK]*N inside it marks tokens to fill in; empty = unconditional.")] = "",
+    sampler: Annotated[str, typer.Option(help="ancestral, confidence, uncertainty or importance (ATAT runs).")] = "confidence",
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 32,
+    adaptive: Annotated[Optional[str], typer.Option(help="Adaptive steps instead of --steps: threshold or entropy-bound.")] = None,
+    schedule: Annotated[str, typer.Option(help="Time grid: linear or cosine.")] = "linear",
+    length: Annotated[Optional[int], typer.Option(help="Tokens to generate after the prompt (default 96; 0 extra for infilling).")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    color: Annotated[str, typer.Option(help="Colour of revealed tokens: confidence, or importance (ATAT runs).")] = "confidence",
+    every: Annotated[Optional[int], typer.Option(help="One frame per K steps (default: 1, or more so that at most ~100 frames).")] = None,
+    fps: Annotated[float, typer.Option(help="Frames per second.")] = 6.0,
+    hold: Annotated[float, typer.Option(help="Seconds the final frame is held.")] = 3.0,
+    width: Annotated[int, typer.Option(help="Frame width in pixels.")] = 960,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Output file (default denoise.gif, or denoise.mp4 with --format mp4).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="gif, or mp4 (needs: pip install imageio-ffmpeg).")] = "gif",
+    frames_dir: Annotated[Optional[Path], typer.Option("--frames", help="Also write every frame as a PNG into this folder.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Animate the denoising of one sample: the text in a fixed monospace layout, masked positions
+    as blank boxes, tokens revealed at each step outlined, revealed tokens coloured by the model's
+    confidence (or, --color importance, the ATAT estimator's importance); step, t and NFE on top.
+
+    The first frame has every generated position masked, then one frame per step (per --every K
+    steps), and the last frame, with nothing masked, is held for --hold seconds.
+
+    Examples:
+      atat gif --prompt "The future of AI is"
+      atat gif runs/atat-tiny-pydocs --prompt "def " --sampler importance --color importance --out imp.gif
+      atat gif --prompt "The [MASK]*12 of the list." --steps 12 --frames frames/
+      atat gif --sampler ancestral --steps 128 --every 2 --format mp4
+    """
+    from atat_cli.errors import AtatError
+    from atat_cli.runs import load_run
+    from atat_cli.sampling import SamplerSettings
+    from atat_cli.training.precision import default_device
+    from atat_cli.viz.gif import MARGIN, check_writable, denoising_frames, write_animation, write_pngs
+
+    if fmt not in ("gif", "mp4"):
+        raise AtatError(f"unknown format '{fmt}'", "choose gif or mp4")
+    if fmt == "mp4":
+        from atat_cli.viz.gif import require_ffmpeg
+
+        require_ffmpeg()  # before the sampling, not after it
+    if fps <= 0:
+        raise AtatError(f"--fps must be positive (got {fps})")
+    if hold < 0:
+        raise AtatError(f"--hold must be at least 0 seconds (got {hold})")
+    if width < 20 * MARGIN:
+        raise AtatError(f"--width must be at least {20 * MARGIN} pixels (got {width})")
+    if every is not None and every < 1:
+        raise AtatError(f"--every must be at least 1 (got {every})")
+    out_path = Path(f"denoise.{fmt}") if out_path is None else out_path
+    check_writable(out_path)
+    if frames_dir is not None and frames_dir.exists() and not frames_dir.is_dir():
+        raise AtatError(f"--frames {frames_dir} exists and is not a folder")
+    settings = SamplerSettings(sampler=sampler, steps=steps, adaptive=adaptive, grid=schedule,
+                               temperature=temperature).validate()
+    trained = load_run(run, default_device())
+    if length is None and "[MASK]" not in prompt:
+        length = 96  # a paragraph: enough to see the order, short enough to read
+    title = f"{trained.checkpoint.parent.name} · {settings.describe()}   "
+    frames, summary = denoising_frames(trained, prompt, settings, length=length, seed=seed, color=color,
+                                       every=every, width=width, title=title)
+    write_animation(frames, out_path, fps=fps, hold_s=hold, fmt=fmt)
+    if frames_dir is not None:
+        write_pngs(frames, frames_dir)
+    summary.update({"out": str(out_path), "frames_dir": None if frames_dir is None else str(frames_dir),
+                    "run": str(trained.checkpoint.parent), "sampler": settings.describe(), "color": color})
+    if json_out:
+        print_json(summary)
+        return
+    log(f"[dim]{summary['steps']} steps, {summary['nfe']} NFE, one frame per {summary['every']} step(s)[/]")
+    out.print(f"Wrote {out_path} ({summary['frames']} frames, {summary['size'][0]}x{summary['size'][1]})"
+              + (f" and PNG frames in {frames_dir}/" if frames_dir is not None else ""), highlight=False)
