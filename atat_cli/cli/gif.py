@@ -30,16 +30,13 @@ def gif(
     frames_dir: Annotated[Optional[Path], typer.Option("--frames", help="Also write every frame as a PNG into this folder.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ):
-    """Animate the denoising of one sample: the text in a fixed monospace layout, masked positions
-    as blank boxes, tokens revealed at each step outlined, revealed tokens coloured by the model's
-    confidence (or, --color importance, the ATAT estimator's importance); step, t and NFE on top.
+    """Animate the denoising of one sample, one frame per step; the final frame is held longer.
 
-    The first frame has every generated position masked, then one frame per step (per --every K
-    steps), and the last frame, with nothing masked, is held for --hold seconds.
+    The text sits in a fixed monospace layout: masked positions are blank boxes, tokens revealed at a step are outlined, revealed tokens are coloured by the model's confidence (or the ATAT estimator's importance with --color importance). The header shows step, t and NFE. The first frame has every generated position masked, the last none.
 
     Examples:
       atat gif --prompt "The future of AI is"
-      atat gif runs/atat-tiny-pydocs --prompt "def " --sampler importance --color importance --out imp.gif
+      atat gif --sampler importance --color importance --out imp.gif
       atat gif --prompt "The [MASK]*12 of the list." --steps 12 --frames frames/
       atat gif --sampler ancestral --steps 128 --every 2 --format mp4
     """

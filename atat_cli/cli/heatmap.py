@@ -19,13 +19,9 @@ def heatmap(
 ):
     """Heatmaps of what the model learned and how training went.
 
-    --text: the ATAT importance estimator's score of each token of the text (x) at t = 0.1 .. 0.9
-    (y), with the mean over t below it; the tokens are rated clean, as during training.
+    --text: the ATAT importance estimator's score of each token of the text (x) at t = 0.1 .. 0.9 (y), with the mean over t below; tokens are rated clean, as during training.
 
-    --training: from metrics.jsonl, the loss and the logit-gradient norm by corruption band
-    (low m<0.3, mid, high m>=0.7; blank where a batch had no sequence in the band) over logged
-    steps, and the curriculum level and stage (ATAT runs). Also writes curves.png next to --out:
-    train loss and validation NELBO against training tokens.
+    --training: from metrics.jsonl, loss and logit-gradient norm by corruption band (low m<0.3, mid, high m>=0.7; blank where a batch had none) over logged steps, and the curriculum level and stage (ATAT runs). Also writes curves.png next to --out: train loss and validation NELBO against training tokens.
 
     Examples:
       atat heatmap --text "Return a new sorted list from the items in iterable."
