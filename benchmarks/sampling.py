@@ -84,6 +84,9 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=None, help="Training steps of each tiny run (default 80).")
     parser.add_argument("--runs", type=Path, default=None, help="Folder of the two runs (default runs/bench-sampling).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows to this JSON file.")
+    parser.add_argument("--only", default=None,
+                        help="Comma-separated substrings: run only the sampler rows whose name contains one "
+                             "(e.g. 'entropy-bound,threshold'); the reference rows always run.")
     args = parser.parse_args()
     quick = args.quick
     samples = args.samples or (2 if quick else 4)
@@ -109,6 +112,8 @@ def main() -> None:
         configs += [SamplerSettings(sampler=name, steps=n) for n in step_counts]
     configs += [SamplerSettings(sampler="confidence", adaptive="threshold", threshold=x) for x in thresholds]
     configs += [SamplerSettings(sampler="confidence", adaptive="entropy-bound", gamma=g) for g in gammas]
+    if args.only:
+        configs = [c for c in configs if any(part in c.describe() for part in args.only.split(","))]
 
     def fmt(v, spec):
         return "–" if v is None else format(v, spec)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from atat_cli.cli.output import err, log, out, print_json
+from atat_cli.cli.output import log, out, print_json
 
 
 def sample(
@@ -43,6 +43,7 @@ def sample(
       atat sample --num-samples 16 --steps 128 --score --judge runs/ar-tiny-pydocs
     """
     from atat_cli.errors import AtatError
+    from atat_cli.progress import progress_bar
     from atat_cli.runs import load_run
     from atat_cli.sampling import SamplerSettings, generate, load_judge, score_generation
     from atat_cli.training.precision import default_device
@@ -63,7 +64,7 @@ def sample(
         log("[dim]AR run: sampling left to right; --sampler, --steps and --adaptive do not apply.[/]")
     judge_model = load_judge(judge, device) if score else None
 
-    with _progress(num_samples, enabled=not json_out) as advance:
+    with progress_bar("sampling", num_samples, enabled=not json_out) as advance:
         result = generate(trained, prompt, settings, length=length, num_samples=num_samples, batch_size=batch_size,
                           block_size=block_size, seed=seed, progress=advance)
     quality = score_generation(result, judge_model)
@@ -96,23 +97,3 @@ def sample(
         line += f", gen. perplexity {'n/a' if ppl is None else f'{ppl:.2f}'} under {summary['judge']}"
     out.print(Text(line, style="dim"))
 
-
-class _progress:
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            console=err, transient=True)
-        self.bar.__enter__()
-        task = self.bar.add_task("sample", total=self.total)
-        return lambda done, total: self.bar.update(task, completed=done)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-        return False
