@@ -40,8 +40,11 @@ HEADER_TEXT = (30, 30, 30)
 PROGRESS_FILL = (90, 90, 90)
 
 COLORMAPS = {"confidence": "viridis", "importance": "magma"}
-COLOR_LABELS = {"confidence": "confidence: probability of the drawn token",
+COLOR_LABELS = {"confidence": "confidence: probability of the drawn token (log scale)",
                 "importance": "importance (ATAT estimator) when revealed"}
+# Confidence spans orders of magnitude (a young model gives its draws 0.1% .. 90%), so it is
+# coloured on a log scale with fixed ends, comparable between animations.
+CONFIDENCE_FLOOR = 1e-3
 NEWLINE = "\u21b5"  # drawn where a token holds a line break, which then breaks the row
 
 
@@ -112,7 +115,8 @@ def _font(size: int, bold: bool = False):
 class FrameRenderer:
     """Draws frames of one layout; all frames have the same size."""
 
-    def __init__(self, layout: TokenLayout, color: str = "confidence", width: int = WIDTH, font_size: int = FONT_SIZE):
+    def __init__(self, layout: TokenLayout, color: str = "confidence", width: int = WIDTH, font_size: int = FONT_SIZE,
+                 value_range: tuple[float, float] = (0.0, 1.0)):
         from matplotlib import colormaps
 
         if color not in COLORMAPS:
@@ -124,6 +128,10 @@ class FrameRenderer:
         self.char_w = self.font.getlength("M")
         self.line_h = font_size + LINE_GAP
         self.cmap = colormaps[COLORMAPS[color]]
+        # importance: a linear scale over the range present (an estimator's scores often sit in a
+        # narrow band, which a fixed 0..1 scale would paint one colour); the colour bar says which
+        lo, hi = value_range
+        self.value_range = (lo, hi if hi - lo > 1e-3 else lo + 1e-3)
         self.height = HEADER_H + layout.rows * self.line_h + 12 + FOOTER_H
 
     @staticmethod
@@ -137,9 +145,26 @@ class FrameRenderer:
         y0 = HEADER_H + cell.row * self.line_h
         return x0, y0, x0 + round(cell.width * self.char_w), y0 + self.line_h - 4
 
+    def position(self, value: float) -> float:
+        """Where a value sits on the colour bar, 0 .. 1."""
+        if self.color == "confidence":
+            floor = math.log10(CONFIDENCE_FLOOR)
+            return float(np.clip((math.log10(max(float(value), CONFIDENCE_FLOOR)) - floor) / -floor, 0.0, 1.0))
+        lo, hi = self.value_range
+        return float(np.clip((float(value) - lo) / (hi - lo), 0.0, 1.0))
+
+    def ticks(self) -> list[tuple[float, str]]:
+        if self.color == "confidence":
+            return [(self.position(v), label) for v, label in ((1e-3, "0.001"), (1e-2, "0.01"), (0.1, "0.1"), (1.0, "1"))]
+        lo, hi = self.value_range
+        return [(f, f"{lo + f * (hi - lo):.2f}") for f in (0.0, 0.5, 1.0)]
+
     def rgb(self, value: float) -> tuple[int, int, int]:
+        return self._colour(self.position(value))
+
+    def _colour(self, position: float) -> tuple[int, int, int]:
         # the colour map's darkest tenth is skipped: black text would vanish on it
-        r, g, b, _ = self.cmap(0.1 + 0.9 * float(np.clip(value, 0.0, 1.0)))
+        r, g, b, _ = self.cmap(0.1 + 0.9 * position)
         return round(255 * r), round(255 * g), round(255 * b)
 
     def render(self, ids, masked, new, values, header: str, progress: float) -> np.ndarray:
@@ -179,8 +204,8 @@ class FrameRenderer:
         # colour bar of the revealed tokens' value, 0 .. 1
         bar_w = 220
         for k in range(bar_w):
-            draw.line((x + k, y, x + k, y + 12), fill=self.rgb(k / (bar_w - 1)))
-        for frac, label in ((0.0, "0"), (0.5, "0.5"), (1.0, "1")):
+            draw.line((x + k, y, x + k, y + 12), fill=self._colour(k / (bar_w - 1)))
+        for frac, label in self.ticks():
             lx = x + frac * (bar_w - 1)
             draw.line((lx, y + 12, lx, y + 16), fill=HEADER_TEXT)
             draw.text((lx - self.small.getlength(label) / 2, y + 18), label, font=self.small, fill=HEADER_TEXT)
@@ -191,7 +216,7 @@ class FrameRenderer:
         draw.line((lx + 2, y + 32, lx + 26, y + 32), fill=BLANK_LINE, width=2)
         draw.text((lx + 34, y + 20), "masked", font=self.small, fill=HEADER_TEXT)
         lx += 100
-        draw.rectangle((lx, y + 20, lx + 28, y + 34), fill=self.rgb(0.7), outline=HIGHLIGHT, width=3)
+        draw.rectangle((lx, y + 20, lx + 28, y + 34), fill=self._colour(0.7), outline=HIGHLIGHT, width=3)
         draw.text((lx + 34, y + 20), "revealed at this step", font=self.small, fill=HEADER_TEXT)
         lx += 200
         draw.text((lx, y + 19), "prompt", font=self.bold, fill=PROMPT_TEXT)
@@ -229,7 +254,13 @@ def render_frames(layout: TokenLayout, start_ids, records, *, mask_id: int, colo
     if color == "importance" and any(r.importance is None for r in records):
         raise AtatError("--color importance needs importance from an ATAT run's estimator, and this trajectory has none",
                         "train with --method atat, or use --color confidence")
-    renderer = FrameRenderer(layout, color, width)
+    value_range = (0.0, 1.0)
+    if color == "importance":
+        revealed_values = [r.importance[row][r.unmasked[row]].float() for r in records if r.unmasked[row].any()]
+        if revealed_values:
+            every_value = np.concatenate([np.asarray(v) for v in revealed_values])
+            value_range = (float(every_value.min()), float(every_value.max()))
+    renderer = FrameRenderer(layout, color, width, value_range=value_range)
     targets = layout.targets
     ids = np.asarray(start_ids).copy()
     n_targets = int(targets.sum())

@@ -102,11 +102,16 @@ def plot_importance(matrix, pieces: list[str], times, path, title: str = "Token 
     ax.set_yticklabels([f"{t:.1f}" for t in times])
     ax.set_ylabel("t  (noise level)")
     ax.set_title(title, loc="left", fontsize=11)
-    # below: the mean over t, the short answer to "which tokens does it rate important"
+    # below: the mean over t, the short answer to "which tokens does it rate important"; dots on
+    # a line, not bars, because the axis does not start at 0 (the differences would vanish)
     mean = matrix.mean(axis=0)
-    bars = ax_mean.bar(np.arange(n), mean, width=0.8, color=mesh.cmap(mesh.norm(mean)))
-    ax_mean.set_ylim(0, max(1e-6, float(mean.max())) * 1.15)
-    ax_mean.set_ylabel("mean", fontsize=9)
+    ax_mean.plot(np.arange(n), mean, color="#999999", linewidth=0.8, zorder=1)
+    dots = ax_mean.scatter(np.arange(n), mean, c=mean, cmap="magma", norm=mesh.norm, s=28, edgecolors="black",
+                           linewidths=0.4, zorder=2)
+    span = max(float(mean.max() - mean.min()), 1e-4)
+    ax_mean.set_ylim(float(mean.min()) - 0.2 * span, float(mean.max()) + 0.2 * span)
+    ax_mean.set_ylabel("mean\nover t", fontsize=9)
+    ax_mean.grid(axis="y", alpha=0.3)
     ax_mean.spines[["top", "right"]].set_visible(False)
     ax_mean.set_xticks(np.arange(n))
     ax_mean.set_xticklabels([label_of(p) for p in pieces], rotation=90, fontfamily=FONT, fontsize=9)
@@ -115,7 +120,7 @@ def plot_importance(matrix, pieces: list[str], times, path, title: str = "Token 
     bar.set_label("importance (higher = harder token)")
     _save(fig, path)
     return {"importance": np.asarray(mesh.get_array()).reshape(matrix.shape),
-            "mean": np.array([b.get_height() for b in bars])}
+            "mean": np.asarray(dots.get_offsets())[:, 1]}
 
 
 def _edges(centres: np.ndarray) -> np.ndarray:
@@ -181,7 +186,7 @@ def plot_training(records: list[dict], path, title: str = "Training dynamics") -
         raise AtatError("the metrics log holds no training records")
     has_curriculum = a["curriculum"] is not None
     rows = 3 if has_curriculum else 2
-    fig, axes = plt.subplots(rows, 1, figsize=(10, 2.3 * rows + 0.8), dpi=130, sharex=True,
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 2.3 * rows + 0.4), dpi=130, sharex=True,
                              gridspec_kw={"hspace": 0.28})
     x_edges = _edges(a["steps"])
     plotted = {"steps": a["steps"]}
@@ -190,11 +195,18 @@ def plot_training(records: list[dict], path, title: str = "Training dynamics") -
         values = np.ma.masked_invalid(a[key])
         colours = plt.get_cmap(cmap).copy()
         colours.set_bad("white")  # a band with no sequence at that step: blank, not a colour
-        mesh = ax.pcolormesh(x_edges, np.arange(4) - 0.5, values, cmap=colours, shading="flat")
+        # gradient norms span orders of magnitude (the low band carries the 1/t weight): log colours
+        norm = None
+        if name == "grad" and values.count() and float(values.min()) > 0:
+            from matplotlib.colors import LogNorm
+
+            norm = LogNorm(vmin=float(values.min()), vmax=float(values.max()))
+        mesh = ax.pcolormesh(x_edges, np.arange(4) - 0.5, values, cmap=colours, norm=norm, shading="flat")
         ax.set_yticks(range(3))
         ax.set_yticklabels([f"{b}\n{rng}" for b, rng in zip(BANDS, ("m<0.3", "0.3-0.7", "m≥0.7"))], fontsize=8)
         ax.set_ylabel("masking band", fontsize=9)
-        ax.set_title(f"{'Loss' if name == 'loss' else 'Gradient norm'} by corruption band", loc="left", fontsize=10)
+        heading = "Loss by corruption band" if name == "loss" else "Gradient norm by corruption band (log colours)"
+        ax.set_title(f"{title} · {heading}" if name == "loss" else heading, loc="left", fontsize=10)
         fig.colorbar(mesh, ax=ax, fraction=0.03, pad=0.01).set_label(label, fontsize=8)
         plotted[name] = np.ma.filled(np.ma.asarray(mesh.get_array()).reshape(values.shape).astype(float), np.nan)
     plotted["curriculum"] = None
@@ -212,7 +224,6 @@ def plot_training(records: list[dict], path, title: str = "Training dynamics") -
         plotted["curriculum"] = np.asarray(line.get_ydata(), dtype=float)
     axes[-1].set_xlabel("training step")
     axes[-1].set_xlim(x_edges[0], x_edges[-1])
-    fig.suptitle(title, x=0.01, ha="left", fontsize=11)
     _save(fig, path)
     return plotted
 
