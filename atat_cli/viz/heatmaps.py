@@ -14,6 +14,7 @@ that a file appeared.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,8 @@ def importance_over_time(trained, text: str, times=TIMES) -> tuple[list[str], np
 def plot_importance(matrix, pieces: list[str], times, path, title: str = "Token importance over time") -> dict:
     """Heatmap of importance: tokens on x, t on y (0.1 at the bottom). Returns {"importance": array}."""
     plt = _pyplot()
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+
     matrix = np.asarray(matrix, dtype=float)
     times = np.asarray(times, dtype=float)
     if matrix.shape != (len(times), len(pieces)):
@@ -95,7 +98,8 @@ def plot_importance(matrix, pieces: list[str], times, path, title: str = "Token 
     # the colour scale spans the values present: an estimator's scores often sit in a narrow
     # range, and a fixed 0..1 scale would paint them all one colour (the colour bar gives the values)
     low, high = float(matrix.min()), float(matrix.max())
-    if high - low < 1e-3:
+    if high - low < 1e-3:  # say so: a flat picture should not be read as a pattern
+        title += f"\nnearly uniform: every value within {high - low:.1e} of {low:.4f}"
         low, high = low - 5e-4, high + 5e-4
     mesh = ax.pcolormesh(x_edges, y_edges, matrix, cmap="magma", vmin=low, vmax=high, shading="flat")
     ax.set_yticks(times)
@@ -112,11 +116,16 @@ def plot_importance(matrix, pieces: list[str], times, path, title: str = "Token 
     ax_mean.set_ylim(float(mean.min()) - 0.2 * span, float(mean.max()) + 0.2 * span)
     ax_mean.set_ylabel("mean\nover t", fontsize=9)
     ax_mean.grid(axis="y", alpha=0.3)
+    # plain tick labels: matplotlib's offset notation ("1e-5+1") is unreadable in a README picture
+    digits = max(2, min(6, 1 - int(math.floor(math.log10(high - low)))))
+    mean_digits = max(2, min(7, 1 - int(math.floor(math.log10(span)))))
+    ax_mean.yaxis.set_major_formatter(FormatStrFormatter(f"%.{mean_digits}f"))
+    ax_mean.yaxis.set_major_locator(MaxNLocator(3))
     ax_mean.spines[["top", "right"]].set_visible(False)
     ax_mean.set_xticks(np.arange(n))
     ax_mean.set_xticklabels([label_of(p) for p in pieces], rotation=90, fontfamily=FONT, fontsize=9)
     ax_mean.set_xlim(-0.5, n - 0.5)
-    bar = fig.colorbar(mesh, ax=[ax, ax_mean], fraction=0.025, pad=0.01)
+    bar = fig.colorbar(mesh, ax=[ax, ax_mean], fraction=0.025, pad=0.01, format=FormatStrFormatter(f"%.{digits}f"))
     bar.set_label("importance (higher = harder token)")
     _save(fig, path)
     return {"importance": np.asarray(mesh.get_array()).reshape(matrix.shape),
