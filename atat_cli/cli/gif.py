@@ -16,6 +16,8 @@ def gif(
     sampler: Annotated[str, typer.Option(help="ancestral, confidence, uncertainty or importance (ATAT runs).")] = "confidence",
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 32,
     adaptive: Annotated[Optional[str], typer.Option(help="Adaptive steps instead of --steps: threshold or entropy-bound.")] = None,
+    threshold: Annotated[float, typer.Option(help="--adaptive threshold: reveal every position whose top probability is at least this.")] = 0.9,
+    gamma: Annotated[float, typer.Option(help="--adaptive entropy-bound: bound (nats) on summed entropy minus the largest one.")] = 0.1,
     schedule: Annotated[str, typer.Option(help="Time grid: linear or cosine.")] = "linear",
     length: Annotated[Optional[int], typer.Option(help="Tokens to generate after the prompt (default 96; 0 extra for infilling).")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 1.0,
@@ -64,7 +66,7 @@ def gif(
     check_writable(out_path)
     if frames_dir is not None and frames_dir.exists() and not frames_dir.is_dir():
         raise AtatError(f"--frames {frames_dir} exists and is not a folder")
-    settings = SamplerSettings(sampler=sampler, steps=steps, adaptive=adaptive, grid=schedule,
+    settings = SamplerSettings(sampler=sampler, steps=steps, adaptive=adaptive, threshold=threshold, gamma=gamma, grid=schedule,
                                temperature=temperature).validate()
     trained = load_run(run, default_device())
     if length is None and "[MASK]" not in prompt:

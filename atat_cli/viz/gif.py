@@ -157,7 +157,8 @@ class FrameRenderer:
         if self.color == "confidence":
             return [(self.position(v), label) for v, label in ((1e-3, "0.001"), (1e-2, "0.01"), (0.1, "0.1"), (1.0, "1"))]
         lo, hi = self.value_range
-        return [(f, f"{lo + f * (hi - lo):.2f}") for f in (0.0, 0.5, 1.0)]
+        digits = max(2, 1 - math.floor(math.log10(hi - lo)))  # enough to tell the ticks apart
+        return [(f, f"{lo + f * (hi - lo):.{digits}f}") for f in (0.0, 0.5, 1.0)]
 
     def rgb(self, value: float) -> tuple[int, int, int]:
         return self._colour(self.position(value))
@@ -200,7 +201,7 @@ class FrameRenderer:
 
     def _footer(self, draw) -> None:
         y = self.height - FOOTER_H + 14
-        x = MARGIN
+        x = MARGIN + 16  # room for the first tick label, centred under the bar's start
         # colour bar of the revealed tokens' value, 0 .. 1
         bar_w = 220
         for k in range(bar_w):
