@@ -61,7 +61,6 @@ TRAIN = {
     "ar": COMMON + ["model.seq_len=64", "train.max_steps=250", "optim.lr=0.003", "optim.warmup_steps=20"],
     "mdlm": COMMON + ["model.seq_len=32", "train.max_steps=800", "optim.lr=0.002", "optim.warmup_steps=50"],
 }
-# (Rates are written 0.003, not 3e-3: PyYAML reads "3e-3" as a string, which the config refuses.)
 MC = 8  # NELBO time samples per block
 
 # Margins for the briefly trained models, from measurements (floor 0.366 bits/byte):
