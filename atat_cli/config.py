@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from atat_cli.errors import AtatError
+from atat_cli.errors import AtatError, raise_first_failure
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -129,9 +129,7 @@ class ATATConfig:
             (0 <= c.easy_until <= c.hard_from <= 1, "atat.curriculum needs 0 <= easy_until <= hard_from <= 1", None),
             (c.transition >= 0 and c.sharpness >= 0 and c.plateau_patience >= 0, "atat.curriculum: transition, sharpness, plateau_patience must be >= 0", None),
         ]
-        for ok, message, hint in checks:
-            if not ok:
-                raise AtatError(message, hint)
+        raise_first_failure(checks)
 
 
 @dataclass
@@ -169,9 +167,7 @@ class RunConfig:
             (0.0 <= o.ema < 1.0, "optim.ema must be in [0, 1)", None),
             (len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas must be two numbers in [0, 1)", None),
         ]
-        for ok, message, hint in checks:
-            if not ok:
-                raise AtatError(message, hint)
+        raise_first_failure(checks)
         if self.method == "atat":
             self.atat.validate()
         return self

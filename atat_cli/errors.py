@@ -10,3 +10,10 @@ class AtatError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+
+def raise_first_failure(checks) -> None:
+    """Validate once at the edge: `checks` is (ok, message, hint) triples; the first failure raises."""
+    for ok, message, hint in checks:
+        if not ok:
+            raise AtatError(message, hint)

@@ -40,7 +40,7 @@ from typing import Callable, Optional
 import torch
 
 from atat_cli.diffusion.schedules import LogLinear, NoiseSchedule
-from atat_cli.errors import AtatError
+from atat_cli.errors import AtatError, raise_first_failure
 from atat_cli.sampling.gumbel import sample_categorical
 
 SAMPLERS = ("ancestral", "confidence", "uncertainty", "importance")
@@ -82,9 +82,7 @@ class SamplerSettings:
              f"temperature must be >= 0 (got {self.temperature})", "0 is greedy, 1 the model's distribution"),
             (0.0 < self.top_p <= 1.0, f"top-p must be in (0, 1] (got {self.top_p})", None),
         ]
-        for ok, message, hint in checks:
-            if not ok:
-                raise AtatError(message, hint)
+        raise_first_failure(checks)
         return self
 
     def describe(self) -> str:
