@@ -87,7 +87,7 @@ class ImportanceConfig:
     n_layers: int = doc(2, "Estimator transformer blocks.")
     d_model: int = doc(256, "Estimator width.")
     n_heads: int = doc(4, "Estimator attention heads.")
-    target: str = doc("loss", "What importance learns: loss (1 - exp(-per-token loss), measured difficulty) or masked (the seeds' mask indicator).")
+    target: str = doc("rank", "What importance learns: rank (the token's loss rank within its sequence, in (0, 1)), loss (1 - exp(-per-token loss)) or masked (the seeds' mask indicator).")
     loss_weight: float = doc(0.1, "lambda: weight of the importance loss added to the denoising loss.")
 
 
@@ -175,7 +175,7 @@ class RunConfig:
 
 METHODS = ("mdlm", "atat", "ar")
 MASKING_STRATEGIES = ("uniform", "importance", "inverse", "position")
-IMPORTANCE_TARGETS = ("loss", "masked")
+IMPORTANCE_TARGETS = ("rank", "loss", "masked")
 SCHEDULES = ("loglinear", "cosine")
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from atat_cli.atat import Curriculum, mask_probabilities
+from atat_cli.atat import Curriculum, importance_targets, mask_probabilities
 from atat_cli.config import CurriculumConfig, load_config
 from atat_cli.diffusion import mask_tokens
 from atat_cli.errors import AtatError
@@ -145,12 +145,27 @@ def _synthetic_batch(g, B, T):
     return torch.stack([noise, noise % 8], dim=2).reshape(B, T)
 
 
-def test_estimator_learns_difficulty():
+def test_rank_target_orders_masked_losses_within_each_sequence():
+    nll = torch.tensor([[0.3, 9.0, 0.1, 2.0], [5.0, 5.0, 1.0, 0.0]])
+    masked = torch.tensor([[True, False, True, True], [False, False, True, False]])
+    target, where = importance_targets(nll, masked, "rank")
+    assert torch.equal(where, masked)
+    # row 0: masked losses 0.3, 0.1, 2.0 rank 1, 0, 2 of 3; row 1: one masked token sits mid-way
+    assert torch.allclose(target[0, [0, 2, 3]], torch.tensor([1.5, 0.5, 2.5]) / 3)
+    assert target[1, 2] == 0.5
+    loss_target, _ = importance_targets(nll, masked, "loss")
+    assert torch.allclose(loss_target, 1 - torch.exp(-nll))
+    masked_target, everywhere = importance_targets(nll, masked, "masked")
+    assert torch.equal(masked_target, masked.float()) and bool(everywhere.all())
+
+
+@pytest.mark.parametrize("target", ["rank", "loss"])
+def test_estimator_learns_difficulty(target):
     # Predictable tokens (0..7) follow from their left neighbour; noise tokens (8..39) do not.
     # After a short training the predicted importance must rank tokens like their measured loss.
     torch.manual_seed(0)
     V = 40
-    cfg = _atat("atat.curriculum.enabled=false", "atat.importance.loss_weight=1.0")
+    cfg = _atat("atat.curriculum.enabled=false", "atat.importance.loss_weight=1.0", f"atat.importance.target={target}")
     model = build_model(cfg, V)
     objective = build_objective(cfg, V, 0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

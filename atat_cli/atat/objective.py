@@ -5,9 +5,12 @@ Per step, for clean x0 and times t (MDLM's antithetic sampler):
   2. masking with per-position probabilities from s (adaptive_masking.py), mean rate r(t);
   3. the MDLM NELBO terms w(t) * (-log p(x0_i | x_t)) at masked positions, weighted per token by
      the curriculum (curriculum.py);
-  4. + lambda * MSE between s and its target: `loss` = 1 - exp(-per-token loss), the probability
-     mass the denoiser misses (measured difficulty, detached), at masked positions; or `masked` =
-     the mask indicator, the seed documents' literal target.
+  4. + lambda * MSE between s and its target, at masked positions unless said otherwise:
+     `rank` = where the token's loss ranks among the sequence's masked tokens, (rank + 1/2) / count,
+     uniform on (0, 1) at every stage of training, so relative difficulty is learnable from the
+     first steps; `loss` = 1 - exp(-per-token loss), the probability mass the denoiser misses
+     (absolute difficulty: ~1 for every token while the model is young); or `masked` = the mask
+     indicator at every position, the seed documents' literal target. Losses are detached.
 s reaches masking and weights detached, so the estimator cannot lower the main loss by rating
 tokens easy. With the estimator, adaptive masking and the curriculum all off, the computation
 and the random draws are exactly MDLM's.
@@ -35,7 +38,14 @@ def importance_targets(nll: torch.Tensor, masked: torch.Tensor, target: str) -> 
     """(target values, positions where the importance loss applies), both (B, T)."""
     if target == "masked":
         return masked.float(), torch.ones_like(masked)
-    return 1.0 - torch.exp(-nll.detach()), masked
+    nll = nll.detach()
+    if target == "loss":
+        return 1.0 - torch.exp(-nll), masked
+    # unmasked positions sort last, so ranks 0..count-1 are the masked tokens' own
+    key = torch.where(masked, nll, torch.full_like(nll, float("inf")))
+    ranks = key.argsort(dim=1).argsort(dim=1).to(nll.dtype)
+    count = masked.sum(dim=1, keepdim=True).clamp(min=1)
+    return (ranks + 0.5) / count, masked
 
 
 class ATATObjective(MDLMObjective):
