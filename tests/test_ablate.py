@@ -68,6 +68,22 @@ def test_interrupted_run_resumes(atat_home, capsys):
     assert steps == list(range(1, 9))  # 1..4 from the first session, 5..8 resumed, none repeated
 
 
+def test_parallel_workers_train_every_run_once(atat_home, capsys):
+    # the one-per-GPU path, exercised with two CPU worker processes
+    grid = atat_home / "grid.yaml"
+    grid.write_text(GRID)
+    out = atat_home / "abl"
+    report = _ablate(capsys, grid, out, "--seeds", "1", "--workers", "2")
+    assert {r["variant"] for r in report["rows"]} == {"base", "atat"}
+    for run in report["runs"]:
+        steps = [json.loads(x)["step"] for x in (out / run["variant"] / "seed0" / "metrics.jsonl").read_text().splitlines()
+                 if "loss" in json.loads(x)]
+        assert steps == list(range(1, 9))
+        assert json.loads((out / run["variant"] / "seed0" / "ablate.json").read_text())["train_seconds"] > 0
+    assert main(["ablate", "--grid", str(grid), "--out", str(out), *COMMON, "--workers", "0"]) == 1
+    assert "--workers must be at least 1" in capsys.readouterr().err
+
+
 def test_bad_grids(atat_home, tmp_path, capsys):
     with pytest.raises(AtatError, match="unknown grid"):
         load_grid("nosuchgrid")

@@ -14,11 +14,12 @@ def ablate(
     grid: Annotated[str, typer.Option(help="Built-in grid (atat, temperature) or a YAML file of variants.")] = "atat",
     data: Annotated[str, typer.Option(help="Corpus every variant trains and is evaluated on.")] = "pydocs",
     size: Annotated[str, typer.Option(help="Model size preset for every variant.")] = "tiny",
-    tokens: Annotated[int, typer.Option(help="Training tokens per run (the equal budget).")] = 500_000,
+    tokens: Annotated[int, typer.Option(help="Training tokens per run (the equal budget).")] = 300_000,
     seeds: Annotated[int, typer.Option(help="Seeds per variant.")] = 2,
     variants: Annotated[Optional[list[str]], typer.Option("--variant", help="Run only these variants (repeatable).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for runs and report (default runs/ablate-<grid>).")] = None,
     mc: Annotated[int, typer.Option(help="Time samples per block in the final evaluation.")] = 4,
+    workers: Annotated[Optional[int], typer.Option(help="Runs trained at once, one per GPU (default: the number of visible GPUs, else 1).")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key for every variant (repeatable).")] = None,
     sampling: Annotated[Optional[str], typer.Option(help="Compare samplers on this trained run instead of training (grid default: sampling).")] = None,
     judge: Annotated[Optional[str], typer.Option(help="With --sampling: AR run (or HF causal LM) scoring generative perplexity.")] = None,
@@ -33,7 +34,7 @@ def ablate(
     With --sampling RUN, compare samplers, orders and step counts on one trained run instead: NFE,
     wall time, generative perplexity under --judge, and unigram entropy.
 
-    Example: atat ablate --grid atat --tokens 500000 --seeds 2
+    Example: atat ablate --grid atat --tokens 300000 --seeds 2
     Example: atat ablate --sampling runs/atat-tiny-pydocs --judge runs/ar-tiny-pydocs
     """
     from atat_cli.ablation import build_report, load_grid, run_grid, write_report
@@ -44,12 +45,12 @@ def ablate(
     if sampling is not None:
         return _ablate_sampling(sampling, "sampling" if grid == "atat" else grid, judge, num_samples, length,
                                 variants, out_dir, json_out)
-    if tokens < 1 or seeds < 1 or mc < 1:
-        raise AtatError("--tokens, --seeds and --mc must be at least 1")
+    if tokens < 1 or seeds < 1 or mc < 1 or (workers is not None and workers < 1):
+        raise AtatError("--tokens, --seeds, --mc and --workers must be at least 1")
     spec = load_grid(grid, only=variants)
     folder = out_dir or runs_root() / f"ablate-{spec.name}"
     records = run_grid(spec, size=size, data=data, tokens=tokens, seeds=seeds, out=folder, mc=mc,
-                       overrides=list(overrides or []), log=log, progress=not json_out)
+                       overrides=list(overrides or []), log=log, progress=not json_out, workers=workers)
     report = build_report(records, spec.baseline, spec.name)
     report.update({"size": size, "data": data, "tokens": tokens, "seeds": seeds, "mc": mc})
     files = write_report(report, folder)
