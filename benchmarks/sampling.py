@@ -1,9 +1,11 @@
 """Samplers compared by quality per network evaluation, on a trained tiny MDLM of the default corpus.
 
-    python benchmarks/sampling.py [--quick] [--samples K] [--json out.json]
+    python benchmarks/sampling.py [--quick] [--samples K] [--json out.json] [--model RUN --judge RUN]
 
 1. Trains, if absent, a tiny MDLM and a tiny AR judge on pydocs (runs/bench-sampling/{mdlm,ar};
-   `--train-steps` steps at batch 8 each, same data, same tokenizer).
+   `--train-steps` steps at batch 8 each, same data, same tokenizer), or uses the runs given by
+   `--model` (any MDLM or ATAT run; an ATAT run adds the importance rows) and `--judge` (an AR run
+   of the same data).
 2. Times one batched forward pass of the DiT (K sequences of one context), median of repeats, at
    the start and again right after each configuration (the cost drifts with a shared CPU's load).
 3. For each sampler (ancestral, confidence, uncertainty; importance too when the run has an
@@ -83,6 +85,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="Samples per configuration (default 4, quick 2).")
     parser.add_argument("--train-steps", type=int, default=None, help="Training steps of each tiny run (default 80).")
     parser.add_argument("--runs", type=Path, default=None, help="Folder of the two runs (default runs/bench-sampling).")
+    parser.add_argument("--model", default=None, help="Trained MDLM/ATAT run to sample from instead of training one.")
+    parser.add_argument("--judge", default=None, help="Trained AR run of the same data that scores the samples.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows to this JSON file.")
     parser.add_argument("--only", default=None,
                         help="Comma-separated substrings: run only the sampler rows whose name contains one "
@@ -98,8 +102,10 @@ def main() -> None:
 
     load_before = uptime()
     device = default_device()
-    mdlm = load_run(ensure_run(root / "mdlm", "mdlm", train_steps), device)
-    ar = load_run(ensure_run(root / "ar", "ar", train_steps), device)
+    mdlm = load_run(args.model or ensure_run(root / "mdlm", "mdlm", train_steps), device)
+    ar = load_run(args.judge or ensure_run(root / "ar", "ar", train_steps), device)
+    if ar.cfg.method != "ar" or ar.data.vocab_size != mdlm.data.vocab_size:
+        sys.exit(f"error: the judge must be an AR run with the model's tokenizer ({ar.checkpoint})")
     judge = ARRunJudge(ar)
     seq_len = mdlm.cfg.model.seq_len
     t_fwd = forward_seconds(mdlm, samples)
@@ -119,7 +125,7 @@ def main() -> None:
         return "–" if v is None else format(v, spec)
 
     # Rows are printed as they finish, so a long run on a busy machine gives results early.
-    print(f"MDLM {mdlm.checkpoint} (step {mdlm.step}); judge {ar.checkpoint} (step {ar.step}); "
+    print(f"{mdlm.cfg.method.upper()} {mdlm.checkpoint} (step {mdlm.step}); judge {ar.checkpoint} (step {ar.step}); "
           f"{samples} unconditional samples x {seq_len} tokens, seed 0, device {device}, "
           f"{torch.get_num_threads()} threads, one forward pass {t_fwd * 1000:.0f} ms")
     print(f"load before: {load_before}\n")
