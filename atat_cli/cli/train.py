@@ -72,7 +72,7 @@ def train(
     else:
         status = "[yellow]interrupted[/]" if result.interrupted else "[green]done[/]"
         best = f"{result.best_val:.4f}" if result.best_val is not None else "n/a"
-        out.print(f"{status}: {run_dir} at step {result.step}, best val NELBO {best} nats/token "
+        out.print(f"{status}: {run_dir} at step {result.step}, best val {'NLL' if cfg.method == 'ar' else 'NELBO'} {best} nats/token "
                   f"({result.seconds:.0f} s). Next: atat eval {run_dir}")
     if result.interrupted:
         raise typer.Exit(130)

@@ -282,7 +282,7 @@ class Trainer:
                     val = self.validate()
                     self.objective.observe_validation(val["val_nelbo"])
                     self._write(sinks, {"step": self.step, **val})
-                    bar.note(f"step {self.step}: val NELBO {val['val_nelbo']:.4f} nats/token, {val['val_bpb']:.4f} bits/byte")
+                    bar.note(f"step {self.step}: val {'NLL' if cfg.method == 'ar' else 'NELBO'} {val['val_nelbo']:.4f} nats/token, {val['val_bpb']:.4f} bits/byte")
                     if self.best_val is None or val["val_nelbo"] < self.best_val:
                         self.best_val = val["val_nelbo"]
                         if self.dist.is_main:
