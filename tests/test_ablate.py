@@ -41,7 +41,8 @@ def test_grid_end_to_end_and_resume(atat_home, capsys):
 
     # the report's numbers are `atat eval`'s numbers for the same runs
     for run in report["runs"]:
-        direct = evaluate_run(run["run"], split="valid", mc=1, seed=0)
+        assert run["checkpoint"].endswith("step-00000008.pt")  # the budget's checkpoint, not best.pt
+        direct = evaluate_run(run["checkpoint"], split="valid", mc=1, seed=0)
         assert run["bits_per_byte"] == pytest.approx(direct["bits_per_byte"], rel=1e-9)
 
     # re-running redoes nothing: checkpoints untouched, same report

@@ -67,7 +67,7 @@ def build_report(records: list[RunRecord], baseline: str, grid: str = "") -> dic
     return {
         "grid": grid, "baseline": baseline, "baseline_final_val_loss": target,
         "rows": rows,
-        "runs": [{"variant": r.variant, "seed": r.seed, "run": str(r.run_dir), "steps": r.steps, "tokens": r.tokens,
+        "runs": [{"variant": r.variant, "seed": r.seed, "run": str(r.run_dir), "checkpoint": r.evaluation["checkpoint"], "steps": r.steps, "tokens": r.tokens,
                   "bits_per_byte": r.evaluation["bits_per_byte"], "nelbo": r.evaluation["nelbo"],
                   "ppl": r.evaluation["ppl"], "train_seconds": r.train_seconds, "curve": r.curve} for r in records],
     }

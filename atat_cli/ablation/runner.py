@@ -140,12 +140,14 @@ def run_grid(grid: Grid, *, size: str, data: str, tokens: int, seeds: int, out: 
     for variant, seed, steps, tokens_per_step, cfg in plans:
         run_dir = out / variant.name / f"seed{seed}"
         bookkeeping = _read_json(run_dir / "ablate.json")
-        key = {"step": steps, "mc": mc, "split": split, "seed": 0}
+        # The checkpoint at the budget, not best.pt: choosing the best validation step and then
+        # reporting on the same split would flatter variants whose loss rises late.
+        key = {"step": steps, "checkpoint": "final", "mc": mc, "split": split, "seed": 0}
         cached = _read_json(run_dir / "eval.json")
         if cached.get("key") == key:
             evaluation = cached["result"]
         else:
-            evaluation = evaluate_run(run_dir, split=split, mc=mc, seed=0, progress=progress)
+            evaluation = evaluate_run(latest_checkpoint(run_dir), split=split, mc=mc, seed=0, progress=progress)
             (run_dir / "eval.json").write_text(json.dumps({"key": key, "result": evaluation}))
         metrics = _metrics(run_dir)
         speeds = [r["tokens_per_s"] for r in metrics if "tokens_per_s" in r]
