@@ -14,6 +14,11 @@ import torch.nn.functional as F
 from atat_cli.diffusion import build_schedule, diffusion_forward, masked_token_nll, nelbo_per_token, sample_times
 
 
+def loss_name(method: str) -> str:
+    """What a run's validation loss is called: AR's exact NLL, or the diffusion NELBO (a bound)."""
+    return "NLL" if method == "ar" else "NELBO"
+
+
 class Objective(ABC):
     @abstractmethod
     def loss(self, model, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict]:

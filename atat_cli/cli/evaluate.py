@@ -33,11 +33,12 @@ def evaluate(
         return
     from rich.table import Table
 
+    from atat_cli.objectives import loss_name
+
     table = Table(title=f"{result['run']} ({result['method']}, step {result['step']}) on {result['data']}/{split}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    bound = "NELBO" if result["method"] != "ar" else "NLL"
-    table.add_row(f"{bound} (nats/token)", f"{result['nelbo']:.4f} ± {result['nelbo_stderr']:.4f}")
+    table.add_row(f"{loss_name(result['method'])} (nats/token)", f"{result['nelbo']:.4f} ± {result['nelbo_stderr']:.4f}")
     table.add_row("perplexity" + (" (upper bound)" if result["method"] != "ar" else ""), f"{result['ppl']:.2f}")
     table.add_row("bits/token", f"{result['bits_per_token']:.4f}")
     table.add_row("bits/byte", f"{result['bits_per_byte']:.4f}")

@@ -42,7 +42,7 @@ def gif(
       atat gif --prompt "The [MASK]*12 of the list." --steps 12 --frames frames/
       atat gif --sampler ancestral --steps 128 --every 2 --format mp4
     """
-    from atat_cli.errors import AtatError
+    from atat_cli.errors import AtatError, raise_first_failure
     from atat_cli.runs import load_run
     from atat_cli.sampling import SamplerSettings
     from atat_cli.training.precision import default_device
@@ -54,14 +54,12 @@ def gif(
         from atat_cli.viz.gif import require_ffmpeg
 
         require_ffmpeg()  # before the sampling, not after it
-    if fps <= 0:
-        raise AtatError(f"--fps must be positive (got {fps})")
-    if hold < 0:
-        raise AtatError(f"--hold must be at least 0 seconds (got {hold})")
-    if width < 20 * MARGIN:
-        raise AtatError(f"--width must be at least {20 * MARGIN} pixels (got {width})")
-    if every is not None and every < 1:
-        raise AtatError(f"--every must be at least 1 (got {every})")
+    raise_first_failure([
+        (fps > 0, f"--fps must be positive (got {fps})", None),
+        (hold >= 0, f"--hold must be at least 0 seconds (got {hold})", None),
+        (width >= 20 * MARGIN, f"--width must be at least {20 * MARGIN} pixels (got {width})", None),
+        (every is None or every >= 1, f"--every must be at least 1 (got {every})", None),
+    ])
     out_path = Path(f"denoise.{fmt}") if out_path is None else out_path
     check_writable(out_path)
     if frames_dir is not None and frames_dir.exists() and not frames_dir.is_dir():

@@ -70,9 +70,11 @@ def train(
     if json_out:
         print_json(summary)
     else:
+        from atat_cli.objectives import loss_name
+
         status = "[yellow]interrupted[/]" if result.interrupted else "[green]done[/]"
         best = f"{result.best_val:.4f}" if result.best_val is not None else "n/a"
-        out.print(f"{status}: {run_dir} at step {result.step}, best val {'NLL' if cfg.method == 'ar' else 'NELBO'} {best} nats/token "
+        out.print(f"{status}: {run_dir} at step {result.step}, best val {loss_name(cfg.method)} {best} nats/token "
                   f"({result.seconds:.0f} s). Next: atat eval {run_dir}")
     if result.interrupted:
         raise typer.Exit(130)

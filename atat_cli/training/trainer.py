@@ -22,7 +22,7 @@ from atat_cli.data import BatchLoader, PreparedData, ensure_prepared
 from atat_cli.errors import AtatError
 from atat_cli.evaluation import evaluate_likelihood, summarize
 from atat_cli.models import build_model, count_parameters
-from atat_cli.objectives import build_objective
+from atat_cli.objectives import build_objective, loss_name
 from atat_cli.training.checkpoint import latest_checkpoint, load_checkpoint, save_atomic, save_step_checkpoint
 from atat_cli.training.distributed import DistEnv
 from atat_cli.training.ema import EMA
@@ -282,7 +282,7 @@ class Trainer:
                     val = self.validate()
                     self.objective.observe_validation(val["val_nelbo"])
                     self._write(sinks, {"step": self.step, **val})
-                    bar.note(f"step {self.step}: val {'NLL' if cfg.method == 'ar' else 'NELBO'} {val['val_nelbo']:.4f} nats/token, {val['val_bpb']:.4f} bits/byte")
+                    bar.note(f"step {self.step}: val {loss_name(cfg.method)} {val['val_nelbo']:.4f} nats/token, {val['val_bpb']:.4f} bits/byte")
                     if self.best_val is None or val["val_nelbo"] < self.best_val:
                         self.best_val = val["val_nelbo"]
                         if self.dist.is_main:
