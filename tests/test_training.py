@@ -31,8 +31,8 @@ def test_resume_is_exact(atat_home, method):
     _train(atat_home / "split", 3, method, extra=constant)
     _train(atat_home / "split", 6, method, resume=True, extra=constant)
     assert _losses(atat_home / "straight") == _losses(atat_home / "split")
-    a = torch.load(step_checkpoints(atat_home / "straight")[-1], weights_only=False)
-    b = torch.load(step_checkpoints(atat_home / "split")[-1], weights_only=False)
+    a = torch.load(step_checkpoints(atat_home / "straight")[-1], weights_only=True)
+    b = torch.load(step_checkpoints(atat_home / "split")[-1], weights_only=True)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["loader"] == b["loader"]
@@ -60,7 +60,7 @@ def test_checkpoint_rotation_and_best(atat_home):
     _train(atat_home / "rot", 8, extra=["train.keep_last=2", "train.eval_every=2"])
     names = [p.name for p in step_checkpoints(atat_home / "rot")]
     assert names == ["step-00000006.pt", "step-00000008.pt"]
-    best = torch.load(atat_home / "rot" / "best.pt", weights_only=False)
+    best = torch.load(atat_home / "rot" / "best.pt", weights_only=True)
     assert "optimizer" not in best and "ema" in best  # best.pt is for eval/sampling only
 
 

@@ -2,11 +2,16 @@
 
 A checkpoint is written to a temporary file in the same folder, fsynced, then renamed over the
 target, so a crash mid-write never leaves a truncated file and never destroys the previous one.
+
+A checkpoint holds tensors, numbers, strings and containers of them, nothing else, and is read
+with `torch.load(weights_only=True)`: unpickling an arbitrary object can run arbitrary code, and a
+run folder is something users share. A file that needs more than that is refused, unread.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -54,10 +59,23 @@ def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise AtatError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only names the first global outside its allow-list; anything else is damage
+        needed = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if needed is None:
+            raise _unreadable(path, e) from e
+        raise AtatError(f"refused to load {path}: it asks to import {needed.group(1)}, and an atat checkpoint "
+                        "holds only tensors and plain data (unpickling objects can run code)",
+                        "nothing from the file was run; load checkpoints only from sources you trust, "
+                        "or retrain") from e
     except Exception as e:  # torch raises many types for a truncated or foreign file
-        raise AtatError(f"corrupt or unreadable checkpoint {path}: {type(e).__name__}",
-                        "retrain, or point at another checkpoint of the run (step-*.pt, best.pt)") from e
+        raise _unreadable(path, e) from e
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise AtatError(f"{path} is not an atat checkpoint (no model/config inside)")
     return state
+
+
+def _unreadable(path: Path, e: Exception) -> AtatError:
+    return AtatError(f"corrupt or unreadable checkpoint {path}: {type(e).__name__}",
+                     "retrain, or point at another checkpoint of the run (step-*.pt, best.pt)")
