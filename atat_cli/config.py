@@ -146,7 +146,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         m, t, o = self.model, self.train, self.optim
         checks = [
             (self.method in METHODS, f"unknown method '{self.method}'", f"choose one of: {', '.join(METHODS)}"),

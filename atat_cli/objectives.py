@@ -82,7 +82,7 @@ def band_metrics(logits, x0, masked, terms, rate, loss_weight, mask_id) -> dict:
     the band's sequences (`loss_<band>`) and the RMS norm of the loss gradient with respect to the
     logits of its masked tokens, w(t) * ||softmax - onehot|| (`grad_<band>`). Both come from
     tensors the step has already computed, so no extra backward pass is needed. Every key is
-    always present (NaN for a band with no sequence), so all ranks log the same keys.""" 
+    always present (NaN for a band with no sequence), so all ranks log the same keys."""
     probs = torch.softmax(logits[..., :mask_id].float(), dim=-1)
     p_true = probs.gather(-1, x0[..., None])[..., 0]
     grad_sq = (probs.square().sum(-1) - 2 * p_true + 1) * loss_weight[:, None] ** 2  # (B, T)

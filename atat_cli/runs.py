@@ -44,7 +44,7 @@ def resolve_checkpoint(run: str | Path | None) -> Path:
 class TrainedRun:
     cfg: RunConfig
     model: torch.nn.Module
-    data: "PreparedData"  # noqa: F821 - imported lazily
+    data: PreparedData  # noqa: F821 - imported lazily
     step: int
     checkpoint: Path
     # ATAT runs: the importance estimator, called as importance(x_t, noise_level) -> (B, T) in

@@ -13,6 +13,7 @@ from atat_cli.evaluation import evaluate_likelihood
 from atat_cli.models import build_model, importance_estimator_of
 from atat_cli.objectives import build_objective
 from atat_cli.training import Trainer
+
 from conftest import FAST
 
 STRATEGIES = ["uniform", "importance", "inverse", "position"]
@@ -59,7 +60,10 @@ def test_curriculum_stages_and_weights():
     for progress in (0.05, 0.5, 0.95):
         w = cur.weights(importance, progress)
         assert torch.allclose(w.mean(dim=1), torch.ones(16), atol=1e-5)
-    corr = lambda a, b: torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+
+    def corr(a, b):
+        return torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+
     assert corr(cur.weights(importance, 0.05), importance) < -0.9  # easy: low importance boosted
     assert torch.allclose(cur.weights(importance, 0.5), torch.ones(16, 64))
     assert corr(cur.weights(importance, 0.95), importance) > 0.9

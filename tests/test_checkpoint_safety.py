@@ -12,6 +12,7 @@ from atat_cli.config import load_config
 from atat_cli.errors import AtatError
 from atat_cli.training import Trainer
 from atat_cli.training.checkpoint import load_checkpoint, step_checkpoints
+
 from conftest import FAST
 
 

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from atat_cli.cli.app import COMMANDS, main
+
 from conftest import FAST
 
 

@@ -5,9 +5,17 @@ import json
 import numpy as np
 import pytest
 
-from atat_cli.data import (CORPORA, BatchLoader, PreparedData, Tokenizer, ensure_prepared,
-                           get_corpus, load_tokenizer)
-from atat_cli.data import prepare, pydocs
+from atat_cli.data import (
+    CORPORA,
+    BatchLoader,
+    PreparedData,
+    Tokenizer,
+    ensure_prepared,
+    get_corpus,
+    load_tokenizer,
+    prepare,
+    pydocs,
+)
 from atat_cli.errors import AtatError
 
 DOCS = [

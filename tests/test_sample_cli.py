@@ -5,6 +5,7 @@ import json
 import pytest
 
 from atat_cli.cli.app import main
+
 from conftest import FAST
 
 

@@ -12,8 +12,18 @@ from atat_cli.diffusion.schedules import Cosine
 from atat_cli.errors import AtatError
 from atat_cli.models import build_model
 from atat_cli.runs import TrainedRun
-from atat_cli.sampling import (SamplerSettings, build_layout, generate, generative_perplexity, gumbel_noise, sample,
-                               sample_categorical, score_generation, time_grid, unigram_entropy)
+from atat_cli.sampling import (
+    SamplerSettings,
+    build_layout,
+    generate,
+    generative_perplexity,
+    gumbel_noise,
+    sample,
+    sample_categorical,
+    score_generation,
+    time_grid,
+    unigram_entropy,
+)
 from atat_cli.sampling.quality import Judge
 
 V = 6

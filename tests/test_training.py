@@ -10,6 +10,7 @@ from atat_cli.errors import AtatError
 from atat_cli.training import Trainer
 from atat_cli.training.checkpoint import step_checkpoints
 from atat_cli.training.lock import RunLock
+
 from conftest import FAST
 
 

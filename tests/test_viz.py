@@ -12,6 +12,7 @@ from atat_cli.errors import AtatError
 from atat_cli.sampling.samplers import StepRecord
 from atat_cli.viz import gif as G
 from atat_cli.viz import heatmaps as H
+
 from conftest import FAST
 
 MASK = 99

@@ -30,7 +30,7 @@ from atat_cli.objectives import MDLMObjective, band_metrics
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module under DDP / torch.compile wrappers."""
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+        model = getattr(model, "module", None) or model._orig_mod
     return model
 
 

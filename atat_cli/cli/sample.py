@@ -84,7 +84,7 @@ def sample(
     from rich.rule import Rule
     from rich.text import Text
 
-    for i, (s, row) in enumerate(zip(result.samples, summary["samples"])):
+    for i, s in enumerate(result.samples):
         out.print(Rule(f"sample {i + 1} · {s.steps} steps · {s.nfe} NFE", style="dim"))
         text = Text(s.text)
         if s.text.startswith(result.prefix):

@@ -49,7 +49,8 @@ class Tokenizer:
         special token <|endoftext|> (id 0). On a small corpus BPE can run out of pairs to merge
         before reaching vocab_size; the resulting (smaller) vocabulary is then used as is.
         """
-        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
 
         if vocab_size < 257:
             raise AtatError(

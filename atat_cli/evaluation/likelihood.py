@@ -20,7 +20,6 @@ from atat_cli.models import importance_estimator_of
 from atat_cli.objectives import BANDS, shift_right
 
 
-
 @torch.no_grad()
 def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg=None, mask_id: int = -1,
                         bos_id: int = 0, mc: int = 4, batch_size: int = 16, seed: int = 0,

@@ -34,8 +34,9 @@ distribution; temperature and top-p shape only the draw of the token itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -64,7 +65,7 @@ class SamplerSettings:
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
 
-    def validate(self) -> "SamplerSettings":
+    def validate(self) -> SamplerSettings:
         checks = [
             (self.sampler in SAMPLERS, f"unknown sampler '{self.sampler}'", f"choose one of: {', '.join(SAMPLERS)}"),
             (self.adaptive is None or self.adaptive in ADAPTIVE, f"unknown adaptive rule '{self.adaptive}'",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -12,7 +12,7 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-@lru_cache(maxsize=None)
+@cache
 def cpu_has_bf16_matmul() -> bool:
     """True on CPUs with bf16 matrix units (AVX512-BF16, AMX), where bf16 products run several times
     faster than fp32 through oneDNN. Elsewhere bf16 on CPU is emulated and slower than fp32."""

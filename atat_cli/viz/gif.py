@@ -71,7 +71,7 @@ class TokenLayout:
     rows: int
 
     @classmethod
-    def build(cls, pieces: list[str], targets, cols: int) -> "TokenLayout":
+    def build(cls, pieces: list[str], targets, cols: int) -> TokenLayout:
         """Wrap the final token texts into rows of `cols` characters, at token boundaries."""
         targets = np.asarray(targets, dtype=bool)
         cells: list[list[Cell]] = []
