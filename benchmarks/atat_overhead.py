@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 
 from atat_cli.config import load_config
-from atat_cli.evaluation.report import evaluate_run
+from atat_cli.device import autocast, resolve_precision
 from atat_cli.models import build_model, count_parameters, importance_estimator_of
 from atat_cli.objectives import build_objective
+from atat_cli.runs import evaluate_run
 from atat_cli.training import Trainer
-from atat_cli.training.precision import autocast, resolve_precision
 
 VARIANTS = {"MDLM": ("mdlm", None), "ATAT full": ("atat", "atat/full")}
 

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 
+from atat_cli.device import autocast, default_device, resolve_precision
 from atat_cli.runs import load_run
 from atat_cli.sampling import SamplerSettings, generate, score_generation, unigram_entropy
 from atat_cli.sampling.quality import ARRunJudge, generative_perplexity
 from atat_cli.training.checkpoint import latest_checkpoint
-from atat_cli.training.precision import autocast, default_device, resolve_precision
 
 
 def ensure_run(folder: Path, method: str, train_steps: int) -> Path:

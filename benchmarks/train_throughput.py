@@ -51,10 +51,10 @@ import traceback
 import torch
 
 from atat_cli.config import load_config
+from atat_cli.device import autocast, cpu_has_bf16_matmul
 from atat_cli.models import build_model, count_parameters
 from atat_cli.objectives import build_objective
 from atat_cli.training.ema import EMA
-from atat_cli.training.precision import autocast, cpu_has_bf16_matmul
 from atat_cli.training.trainer import lr_factor
 
 MODES = ("fp32", "bf16", "bf16+compile")

@@ -7,7 +7,7 @@ import pytest
 from atat_cli.ablation import load_grid
 from atat_cli.cli.app import main
 from atat_cli.errors import AtatError
-from atat_cli.evaluation.report import evaluate_run
+from atat_cli.runs import evaluate_run
 
 GRID = """
 baseline: base

@@ -38,8 +38,8 @@ import torch
 from atat_cli.config import load_config
 from atat_cli.data import ensure_prepared
 from atat_cli.evaluation import evaluate_likelihood, summarize
-from atat_cli.evaluation.report import evaluate_run
 from atat_cli.models import build_model
+from atat_cli.runs import evaluate_run
 from atat_cli.training import Trainer
 
 # Distinct words of 2-4 letters, no two sharing a letter: any visible letter tells the denoiser

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atat_cli.ablation.grid import Grid
-from atat_cli.evaluation.report import evaluate_run
+from atat_cli.runs import evaluate_run
 from atat_cli.training import Trainer
 from atat_cli.training.checkpoint import STEP_PATTERN, latest_checkpoint
 

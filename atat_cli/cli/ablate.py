@@ -67,10 +67,10 @@ def _ablate_sampling(run, grid, judge, num_samples, length, variants, out_dir, j
     import json
 
     from atat_cli.ablation.sampling_grid import load_sampling_grid, run_sampling_grid, sampling_markdown
+    from atat_cli.device import default_device
     from atat_cli.errors import AtatError
     from atat_cli.runs import load_run
     from atat_cli.sampling import load_judge
-    from atat_cli.training.precision import default_device
 
     if num_samples < 1:
         raise AtatError("--num-samples must be at least 1")

@@ -24,7 +24,7 @@ def evaluate(
 
     Example: atat eval runs/mdlm-tiny-pydocs --split test --mc 8 --json
     """
-    from atat_cli.evaluation.report import evaluate_run
+    from atat_cli.runs import evaluate_run
 
     result = evaluate_run(run, data=data, split=split, mc=mc, batch_size=batch_size, max_blocks=max_blocks,
                           seed=seed, progress=not json_out)

@@ -42,10 +42,10 @@ def gif(
       atat gif --prompt "The [MASK]*12 of the list." --steps 12 --frames frames/
       atat gif --sampler ancestral --steps 128 --every 2 --format mp4
     """
+    from atat_cli.device import default_device
     from atat_cli.errors import AtatError, raise_first_failure
     from atat_cli.runs import load_run
     from atat_cli.sampling import SamplerSettings
-    from atat_cli.training.precision import default_device
     from atat_cli.viz.gif import MARGIN, check_writable, denoising_frames, write_animation, write_pngs
 
     if fmt not in ("gif", "mp4"):

@@ -68,8 +68,8 @@ def _training(run, out_path: Path, json_out: bool) -> None:
 
 
 def _importance(run, text: str, out_path: Path, json_out: bool) -> None:
+    from atat_cli.device import default_device
     from atat_cli.runs import load_run
-    from atat_cli.training.precision import default_device
     from atat_cli.viz.heatmaps import importance_over_time, plot_importance
 
     trained = load_run(run, default_device())

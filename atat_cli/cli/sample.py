@@ -42,11 +42,11 @@ def sample(
       atat sample --sampler confidence --adaptive threshold --threshold 0.9 --num-samples 8 --json
       atat sample --num-samples 16 --steps 128 --score --judge runs/ar-tiny-pydocs
     """
+    from atat_cli.device import default_device
     from atat_cli.errors import AtatError
     from atat_cli.progress import progress_bar
     from atat_cli.runs import load_run
     from atat_cli.sampling import SamplerSettings, generate, load_judge, score_generation
-    from atat_cli.training.precision import default_device
 
     if steps is not None and adaptive is not None:
         raise AtatError("choose either --steps N or --adaptive RULE, not both")

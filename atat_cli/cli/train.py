@@ -10,25 +10,6 @@ import typer
 from atat_cli.cli.output import log, out, print_json
 
 
-def default_run_dir(method: str, size: str, data: str, resume: bool) -> Path:
-    """runs/<method>-<size>-<data>, numbered -2, -3, ... so a new training never reuses a finished
-    run's folder; with --resume, the newest of them."""
-    from atat_cli.paths import runs_root
-    from atat_cli.training.checkpoint import latest_checkpoint
-
-    base = runs_root() / f"{method}-{size}-{data}"
-    taken = [base] + sorted((p for p in base.parent.glob(f"{base.name}-*") if p.name[len(base.name) + 1:].isdigit()),
-                            key=lambda p: int(p.name.rsplit("-", 1)[1]))
-    taken = [p for p in taken if p.is_dir() and latest_checkpoint(p) is not None]
-    if resume:
-        return taken[-1] if taken else base
-    if not taken:
-        return base
-    last = taken[-1]
-    n = int(last.name.rsplit("-", 1)[1]) + 1 if last != base else 2
-    return base.parent / f"{base.name}-{n}"
-
-
 def train(
     size: Annotated[Optional[str], typer.Option(help="Model size preset: test, tiny, small, medium (see `atat config list`).")] = None,
     data: Annotated[Optional[str], typer.Option(help="Corpus name (default pydocs, prepared on first use).")] = None,
@@ -47,6 +28,7 @@ def train(
     Example: atat train --size tiny --max-steps 300
     """
     from atat_cli.config import load_config
+    from atat_cli.runs import default_run_dir
     from atat_cli.training import Trainer
     from atat_cli.training.distributed import DistEnv
 

@@ -72,8 +72,8 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
              num_samples: int = 1, batch_size: int = 16, block_size: int | None = None, seed: int | None = None,
              record: bool = False, progress=None) -> Generation:
     """Sample `num_samples` texts from a TrainedRun. `progress(done, total)` is called per batch."""
+    from atat_cli.device import autocast, resolve_precision
     from atat_cli.diffusion import build_schedule
-    from atat_cli.training.precision import autocast, resolve_precision
 
     settings = (settings or SamplerSettings()).validate()
     if num_samples < 1 or batch_size < 1:
@@ -180,7 +180,7 @@ def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings,
 
 
 def _generate_ar(model, cfg, x, layout: Layout, bos_id, settings, generator, record):
-    from atat_cli.training.precision import autocast, resolve_precision
+    from atat_cli.device import autocast, resolve_precision
 
     device = x.device
     precision = resolve_precision(cfg.train.precision, device)

@@ -73,7 +73,7 @@ class Judge:
 
 class ARRunJudge(Judge):
     def __init__(self, trained):
-        from atat_cli.training.precision import resolve_precision
+        from atat_cli.device import resolve_precision
 
         if trained.cfg.method != "ar":
             raise AtatError(f"the judge {trained.checkpoint.parent} is a {trained.cfg.method} run, not an AR run",
@@ -90,7 +90,7 @@ class ARRunJudge(Judge):
         return self.tokenizer.encode(text)
 
     def logits(self, ids):
-        from atat_cli.training.precision import autocast
+        from atat_cli.device import autocast
 
         with autocast(self.device, self.precision):
             return self.trained.model(ids)

@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from atat_cli.data import BatchLoader, PreparedData, ensure_prepared
+from atat_cli.device import autocast, resolve_precision
 from atat_cli.errors import AtatError
 from atat_cli.evaluation import evaluate_likelihood, summarize
 from atat_cli.models import build_model, count_parameters
@@ -27,7 +28,6 @@ from atat_cli.training.checkpoint import latest_checkpoint, load_checkpoint, sav
 from atat_cli.training.distributed import DistEnv
 from atat_cli.training.ema import EMA
 from atat_cli.training.lock import RunLock
-from atat_cli.training.precision import autocast, resolve_precision
 from atat_cli.training.sinks import MetricSinks
 
 

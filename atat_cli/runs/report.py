@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from atat_cli.data import ensure_prepared
+from atat_cli.device import autocast, default_device, resolve_precision
 from atat_cli.errors import AtatError
 from atat_cli.evaluation.likelihood import evaluate_likelihood, summarize
 from atat_cli.progress import progress_bar
+from atat_cli.runs.loading import load_run
 
 
 def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc: int = 4, batch_size: int = 16,
                  max_blocks: int = 0, seed: int = 0, device=None, progress: bool = False) -> dict:
-    from atat_cli.data import ensure_prepared
-    from atat_cli.runs import load_run
-    from atat_cli.training.precision import autocast, default_device, resolve_precision
 
     if split not in ("valid", "test"):
         raise AtatError(f"unknown split '{split}'", "choose valid or test")
