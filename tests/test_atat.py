@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from atat_cli.atat import Curriculum, importance_targets, mask_probabilities
+from atat_cli.atat import Curriculum, mask_probabilities
 from atat_cli.config import CurriculumConfig, load_config
 from atat_cli.diffusion import mask_tokens
 from atat_cli.errors import AtatError
 from atat_cli.evaluation import evaluate_likelihood
 from atat_cli.models import build_model, importance_estimator_of
-from atat_cli.objectives import build_objective
+from atat_cli.objectives import build_objective, importance_targets
 from atat_cli.training import Trainer
 
 from conftest import FAST

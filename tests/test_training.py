@@ -101,7 +101,7 @@ def test_interrupt_saves_and_stops(atat_home, monkeypatch):
 
     cfg = load_config("test", overrides=FAST + ["train.max_steps=50", "train.save_every=100"])
     t = Trainer(cfg, atat_home / "ctrlc", progress=False, log=lambda *a, **k: None)
-    real_step = trainer_module.Trainer._train_step
+    real_step = trainer_module.Trainer.train_step
 
     def step_then_interrupt(self):
         out = real_step(self)
@@ -109,7 +109,7 @@ def test_interrupt_saves_and_stops(atat_home, monkeypatch):
             self._on_sigint(2, None)  # what Ctrl-C does
         return out
 
-    monkeypatch.setattr(trainer_module.Trainer, "_train_step", step_then_interrupt)
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", step_then_interrupt)
     result = t.run()
     assert result.interrupted and result.step == 3
     assert [p.name for p in step_checkpoints(atat_home / "ctrlc")] == ["step-00000003.pt"]
@@ -142,3 +142,36 @@ def test_torchrun_two_processes(atat_home):
     assert [r["step"] for r in train] == [1, 2, 3, 4]
     assert train[0]["tokens"] == 2 * 4 * 32  # both ranks' batches count
     assert [p.name for p in step_checkpoints(atat_home / "ddp")][-1] == "step-00000004.pt"
+
+
+def test_losing_the_lock_race_never_deletes_the_holders_folder(atat_home, monkeypatch):
+    # Two trainings started at once on a new folder: the other one creates it and takes the lock
+    # between our start and our lock attempt. Our failure must leave its files alone.
+    import atat_cli.training.trainer as trainer_module
+
+    run_dir = atat_home / "race"
+    holder = RunLock(run_dir)
+
+    class LateLock(RunLock):
+        def __enter__(self):
+            holder.__enter__()
+            (run_dir / "config.yaml").write_text("held")
+            return super().__enter__()
+
+    monkeypatch.setattr(trainer_module, "RunLock", LateLock)
+    with pytest.raises(AtatError, match="in use by another training"):
+        _train(run_dir, 2)
+    assert (run_dir / "config.yaml").read_text() == "held" and (run_dir / ".lock").is_file()
+    holder.__exit__(None, None, None)
+
+
+def test_trainer_is_ready_when_built(atat_home):
+    # validate() and train_step() work before (and without) run(); nothing is written
+    cfg = load_config("test", "mdlm", overrides=FAST + ["train.max_steps=3"])
+    trainer = Trainer(cfg, progress=False)
+    before = trainer.validate()["val_nelbo"]
+    for _ in range(3):
+        metrics = trainer.train_step()
+    assert trainer.step == 3 and "nelbo" in metrics and "grad_norm" in metrics
+    assert trainer.validate()["val_nelbo"] != before
+    assert not (atat_home / "runs").exists()

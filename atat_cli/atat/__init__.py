@@ -1,7 +1,7 @@
-"""ATAT: adaptive time-aware token masking (importance-driven masking, curriculum, objective)."""
+"""ATAT's building blocks: importance-driven masking probabilities and the curriculum. The ATAT
+objective that combines them with the estimator is `objectives/atat.py`."""
 
 from atat_cli.atat.adaptive_masking import mask_probabilities
 from atat_cli.atat.curriculum import Curriculum
-from atat_cli.atat.objective import ATATObjective, importance_targets
 
-__all__ = ["ATATObjective", "Curriculum", "importance_targets", "mask_probabilities"]
+__all__ = ["Curriculum", "mask_probabilities"]

@@ -11,6 +11,11 @@ def sample_times(n: int, eps: float, antithetic: bool, generator: torch.Generato
     u = torch.rand(n, generator=generator, device=device)
     if antithetic:
         u = (u / n + torch.arange(n, device=device) / n) % 1.0
+    return time_of(u, eps)
+
+
+def time_of(u: torch.Tensor, eps: float) -> torch.Tensor:
+    """Map u in [0, 1) onto t in [eps, 1): t = (1 - eps) u + eps, so t never reaches 0 (w(t) = 1/t)."""
     return (1.0 - eps) * u + eps
 
 

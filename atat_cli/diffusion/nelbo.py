@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from atat_cli.diffusion.forward import mask_tokens
 from atat_cli.diffusion.schedules import NoiseSchedule
 
 
@@ -25,18 +24,6 @@ def masked_token_nll(logits: torch.Tensor, x0: torch.Tensor, masked: torch.Tenso
     # (B*T, V) rows: the transposed (B, V, T) layout costs extra copies in forward and backward
     nll = torch.nn.functional.cross_entropy(real.flatten(0, 1), x0.flatten(), reduction="none").view_as(x0)
     return torch.where(masked, nll, torch.zeros_like(nll))
-
-
-def diffusion_forward(model, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule, mask_id: int,
-                      generator: torch.Generator, mask_prob: torch.Tensor | None = None):
-    """Mask x0 at times t (uniformly, or with the given per-position probabilities), run the model.
-
-    Returns (logits, x_t, masked)."""
-    if mask_prob is None:
-        mask_prob = schedule.mask_rate(t)[:, None]
-    x_t, masked = mask_tokens(x0, mask_prob, mask_id, generator)
-    logits = model(x_t, schedule.mask_rate(t))
-    return logits, x_t, masked
 
 
 def nelbo_per_token(nll: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:

@@ -8,16 +8,16 @@ the NLL and comparable between runs. Each block gets K time samples, stratified 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from atat_cli.diffusion import build_schedule, diffusion_forward, masked_token_nll, nelbo_per_token
+from atat_cli.diffusion import build_schedule, time_of
 from atat_cli.evaluation.importance import spearman
 from atat_cli.models import importance_estimator_of
-from atat_cli.objectives import BANDS, shift_right
+from atat_cli.objectives.base import BANDS, ar_token_nll, band_rows, nelbo_terms
 
 
 @torch.no_grad()
@@ -27,8 +27,6 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
     """Sum of NLL (or NELBO) nats over the blocks, with per-block values for error bars.
 
     Returns raw totals; `summarize` turns them into per-token and per-byte numbers."""
-    import contextlib
-
     autocast = autocast or contextlib.nullcontext
     was_training = model.training
     model.eval()
@@ -44,27 +42,25 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
         x0 = torch.from_numpy(np.asarray(blocks[start : start + batch_size], dtype=np.int64)).to(device)
         if method == "ar":
             with autocast():
-                logits = model(shift_right(x0, bos_id))
-            nll = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")
+                nll = ar_token_nll(model, x0, bos_id)
             per_block.append(nll.sum(dim=1).double().cpu())
         else:
             block_nats = torch.zeros(x0.shape[0], dtype=torch.float64, device=device)
             u = torch.rand(x0.shape[0], mc, generator=generator, device=device)
             for k in range(mc):  # K stratified time samples per block, one stratum each
-                t = diffusion_cfg.eps + (1 - diffusion_cfg.eps) * (k + u[:, k]) / mc
+                t = time_of((k + u[:, k]) / mc, diffusion_cfg.eps)
                 with autocast():
-                    logits, _, masked = diffusion_forward(model, x0, t, schedule, mask_id, generator)
-                nll = masked_token_nll(logits, x0, masked, mask_id)
-                block_nats += nelbo_per_token(nll, t, schedule).sum(dim=1).double() / mc
-                hit = (logits[..., :mask_id].argmax(dim=-1) == x0) & masked
+                    out = nelbo_terms(model, x0, t, schedule, mask_id, generator)
+                block_nats += out.terms.sum(dim=1).double() / mc
+                hit = (out.logits[..., :mask_id].argmax(dim=-1) == x0) & out.masked
                 rate = schedule.mask_rate(t)
                 if estimator is not None:
                     with autocast():
                         importance = estimator(x0, rate)
-                    predicted.append(importance.float()[masked].cpu())
-                    measured.append(nll[masked].cpu())
-                for band, (lo, hi) in BANDS.items():
-                    in_band = ((rate >= lo) & (rate < hi))[:, None] & masked
+                    predicted.append(importance.float()[out.masked].cpu())
+                    measured.append(out.nll[out.masked].cpu())
+                for band, rows in band_rows(rate).items():
+                    in_band = rows[:, None] & out.masked
                     correct[band] += int((hit & in_band).sum())
                     counted[band] += int(in_band.sum())
             per_block.append(block_nats.cpu())

@@ -13,9 +13,15 @@ class RunLock:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / ".lock"
         self._fd: int | None = None
+        self.created_dir = False  # whether this lock's mkdir made the run folder (set on entry)
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.parent.mkdir(parents=True, exist_ok=True)
+        try:  # mkdir is atomic: of two trainings started at once, exactly one creates the folder
+            self.path.parent.mkdir()
+            created = True
+        except FileExistsError:
+            created = False
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -26,6 +32,7 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
+        self.created_dir = created
         return self
 
     def __exit__(self, *exc) -> None:

@@ -56,20 +56,21 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, cfg, run_dir: Path, *, resume: bool = False, progress: bool = True,
+    """Built ready to step: device, data, model, EMA, optimiser, LR scheduler, objective, noise
+    generator and loader all exist once the constructor returns, so `train_step()` and
+    `validate()` work on a fresh trainer (benchmarks time `train_step()` itself). `run()` takes
+    the run folder's lock, resumes if asked, and loops with logging, validation and checkpoints."""
+
+    def __init__(self, cfg, run_dir: Path | None = None, *, resume: bool = False, progress: bool = True,
                  dist: DistEnv | None = None, log=print):
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir) if run_dir is not None else None  # only run() writes there
         self.resume = resume
         self.show_progress = progress
-        self.dist = dist or DistEnv.from_env()
-        self.log = log if self.dist.is_main else (lambda *a, **k: None)
+        self.dist = dist = dist or DistEnv.from_env()
+        self.log = log if dist.is_main else (lambda *a, **k: None)
         self.interrupted = False
 
-    # --- set-up -----------------------------------------------------------------------------
-
-    def _build(self) -> None:
-        cfg, dist = self.cfg, self.dist
         dist.init()
         self.device = dist.device()
         self.precision = resolve_precision(cfg.train.precision, self.device)
@@ -147,7 +148,8 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def _train_step(self) -> dict:
+    def train_step(self) -> dict:
+        """One optimiser step over grad_accum micro-batches; the metrics of each micro-batch, as tensors."""
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         collected: dict[str, list] = {}
@@ -203,49 +205,50 @@ class Trainer:
         self.log("[yellow]Interrupted: saving a checkpoint after this step (Ctrl-C again to abort)[/]")
 
     def run(self) -> TrainResult:
-        created = not self.run_dir.exists()
-        try:
-            return self._run()
-        except BaseException:
-            # A run that failed before its first checkpoint leaves no empty folder behind.
-            if created and self.dist.is_main and latest_checkpoint(self.run_dir) is None:
-                shutil.rmtree(self.run_dir, ignore_errors=True)
-            raise
+        if self.run_dir is None:
+            raise AtatError("Trainer.run() needs a run folder", "pass run_dir when building the Trainer")
+        lock = RunLock(self.run_dir) if self.dist.is_main else None
+        with lock or contextlib.nullcontext():
+            try:
+                return self._run()
+            except BaseException:
+                # A run that failed before its first checkpoint leaves no folder behind, but only a
+                # folder this process made itself, while holding its lock: never another's.
+                if lock is not None and lock.created_dir and latest_checkpoint(self.run_dir) is None:
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise
 
     def _run(self) -> TrainResult:
         cfg = self.cfg
-        with RunLock(self.run_dir) if self.dist.is_main else contextlib.nullcontext():
-            self._build()
-            if self.resume:
-                path = latest_checkpoint(self.run_dir)
-                if path is None:
-                    raise AtatError(f"nothing to resume: no checkpoint in {self.run_dir}",
-                                    "drop --resume to start a new run")
-                self._restore(path)
-                self.log(f"Resumed from {path.name} at step {self.step}")
-            elif latest_checkpoint(self.run_dir) is not None:
-                raise AtatError(f"{self.run_dir} already holds a training run",
-                                "pass --resume to continue it, or --out NEW_DIR for a new run")
-            if self.step >= cfg.train.max_steps:
-                raise AtatError(f"the run is already at step {self.step} >= max_steps {cfg.train.max_steps}",
-                                "pass a larger --max-steps to continue training")
-            sinks = None
-            if self.dist.is_main:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-                sinks = MetricSinks(self.run_dir, cfg.train, cfg.to_dict())
-                self.log(f"Run folder: {self.run_dir}")
-                self.log(f"Model: {cfg.method} {cfg.size}, {count_parameters(self.model) / 1e6:.2f}M parameters; "
-                         f"data: {self.data.name} ({len(self.train_blocks)} train blocks of {cfg.model.seq_len}); "
-                         f"device: {self.device}, precision: {self.precision}")
-            previous = signal.signal(signal.SIGINT, self._on_sigint)
-            start = time.time()
-            try:
-                last = self._loop(sinks)
-            finally:
-                signal.signal(signal.SIGINT, previous)
-                if sinks is not None:
-                    sinks.close()
+        if self.resume:
+            path = latest_checkpoint(self.run_dir)
+            if path is None:
+                raise AtatError(f"nothing to resume: no checkpoint in {self.run_dir}",
+                                "drop --resume to start a new run")
+            self._restore(path)
+            self.log(f"Resumed from {path.name} at step {self.step}")
+        elif latest_checkpoint(self.run_dir) is not None:
+            raise AtatError(f"{self.run_dir} already holds a training run",
+                            "pass --resume to continue it, or --out NEW_DIR for a new run")
+        if self.step >= cfg.train.max_steps:
+            raise AtatError(f"the run is already at step {self.step} >= max_steps {cfg.train.max_steps}",
+                            "pass a larger --max-steps to continue training")
+        sinks = None
+        if self.dist.is_main:
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            sinks = MetricSinks(self.run_dir, cfg.train, cfg.to_dict())
+            self.log(f"Run folder: {self.run_dir}")
+            self.log(f"Model: {cfg.method} {cfg.size}, {count_parameters(self.model) / 1e6:.2f}M parameters; "
+                     f"data: {self.data.name} ({len(self.train_blocks)} train blocks of {cfg.model.seq_len}); "
+                     f"device: {self.device}, precision: {self.precision}")
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        start = time.time()
+        try:
+            last = self._loop(sinks)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if sinks is not None:
+                sinks.close()
         return TrainResult(self.step, self.interrupted, last, self.best_val, time.time() - start)
 
     def _loop(self, sinks) -> Path | None:
@@ -259,7 +262,7 @@ class Trainer:
         with bar:
             while self.step < cfg.train.max_steps and not self.interrupted:
                 step_start = time.perf_counter()
-                metrics = self._train_step()
+                metrics = self.train_step()
                 window_seconds += time.perf_counter() - step_start
                 window_steps += 1
                 end = self.step == cfg.train.max_steps

@@ -22,9 +22,9 @@ import torch
 
 from atat_cli.atat.adaptive_masking import mask_probabilities
 from atat_cli.atat.curriculum import Curriculum
-from atat_cli.diffusion import mask_tokens, masked_token_nll, nelbo_per_token, sample_times
+from atat_cli.diffusion import build_schedule, sample_times
 from atat_cli.models import importance_estimator_of
-from atat_cli.objectives import MDLMObjective, band_metrics
+from atat_cli.objectives.base import Objective, band_metrics, nelbo_terms
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -48,9 +48,12 @@ def importance_targets(nll: torch.Tensor, masked: torch.Tensor, target: str) -> 
     return (ranks + 0.5) / count, masked
 
 
-class ATATObjective(MDLMObjective):
+class ATATObjective(Objective):
     def __init__(self, cfg, mask_id: int):
-        super().__init__(cfg.diffusion, mask_id)
+        self.schedule = build_schedule(cfg.diffusion.schedule, cfg.diffusion.eps)
+        self.eps = cfg.diffusion.eps
+        self.antithetic = cfg.diffusion.antithetic
+        self.mask_id = mask_id
         self.atat = cfg.atat
         self.curriculum = Curriculum(cfg.atat.curriculum) if cfg.atat.curriculum.enabled else None
         self.progress = 0.0
@@ -75,14 +78,11 @@ class ATATObjective(MDLMObjective):
         rate = self.schedule.mask_rate(t)
         estimator = importance_estimator_of(unwrap(model))
         s = estimator(x0, rate) if estimator is not None else None
-        if s is None or cfg.masking.strategy == "uniform":
-            mask_prob = rate[:, None]
-        else:
+        mask_prob = None  # uniform: MDLM's masking
+        if s is not None and cfg.masking.strategy != "uniform":
             mask_prob = mask_probabilities(s.detach(), rate, cfg.masking.strategy, cfg.masking.temperature)
-        x_t, masked = mask_tokens(x0, mask_prob, self.mask_id, generator)
-        logits = model(x_t, rate)
-        nll = masked_token_nll(logits, x0, masked, self.mask_id)
-        terms = nelbo_per_token(nll, t, self.schedule)
+        out = nelbo_terms(model, x0, t, self.schedule, self.mask_id, generator, mask_prob)
+        logits, masked, nll, terms = out.logits, out.masked, out.nll, out.terms
         nelbo = terms.mean()
         metrics = {"nelbo": nelbo.detach(), "mask_rate": masked.float().mean(), "mask_rate_scheduled": rate.mean()}
         metrics.update(band_metrics(logits, x0, masked, terms.detach(), rate, self.schedule.loss_weight(t), self.mask_id))

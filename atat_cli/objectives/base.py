@@ -1,0 +1,108 @@
+"""The objective interface and the per-token terms every objective and the evaluator share.
+
+An objective turns a model and a clean batch into the loss to minimise and the metrics to log;
+the trainer does not know which one it runs. The NELBO and the AR NLL are written once, here:
+the objectives average them for training, `evaluation/likelihood.py` sums them for evaluation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from atat_cli.diffusion import NoiseSchedule, mask_tokens, masked_token_nll, nelbo_per_token
+
+
+def loss_name(method: str) -> str:
+    """What a run's validation loss is called: AR's exact NLL, or the diffusion NELBO (a bound)."""
+    return "NLL" if method == "ar" else "NELBO"
+
+
+class Objective(ABC):
+    @abstractmethod
+    def loss(self, model, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Scalar loss for a clean batch x0 (B, T) and a dict of detached scalar tensors to log."""
+
+    # Hooks for objectives that depend on training progress (ATAT's curriculum); no-ops here.
+    def begin_step(self, step: int, max_steps: int) -> None:
+        """Called before each optimiser step with the number of steps already taken."""
+
+    def observe_validation(self, val_loss: float) -> None:
+        """Called with each validation loss."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict returned."""
+
+
+# --- the diffusion NELBO -------------------------------------------------------------------
+
+
+@dataclass
+class NelboTerms:
+    """One forward pass of the denoiser on x0 masked at times t, and its NELBO terms."""
+
+    logits: torch.Tensor  # (B, T, V + 1), the last column is the mask id's
+    masked: torch.Tensor  # (B, T) bool: positions replaced by the mask id
+    nll: torch.Tensor  # (B, T) -log p(x0_i | x_t) at masked positions, 0 elsewhere (fp32)
+    terms: torch.Tensor  # (B, T) w(t) * nll: their mean over all tokens is the NELBO
+
+
+def nelbo_terms(model, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule, mask_id: int,
+                generator: torch.Generator, mask_prob: torch.Tensor | None = None) -> NelboTerms:
+    """Mask x0 at times t (B,), with probability 1 - alpha(t) per token unless `mask_prob` (B, T)
+    says otherwise, run the model on x_t and the noise level, and weight the masked tokens' NLL
+    by w(t) = -alpha'(t) / (1 - alpha(t))."""
+    rate = schedule.mask_rate(t)
+    x_t, masked = mask_tokens(x0, rate[:, None] if mask_prob is None else mask_prob, mask_id, generator)
+    logits = model(x_t, rate)
+    nll = masked_token_nll(logits, x0, masked, mask_id)
+    return NelboTerms(logits, masked, nll, nelbo_per_token(nll, t, schedule))
+
+
+# Corruption bands by masking rate, shared by training logs and evaluation: low < 0.3 <= mid < 0.7 <= high.
+BANDS = {"low": (0.0, 0.3), "mid": (0.3, 0.7), "high": (0.7, 1.0 + 1e-9)}
+
+
+def band_rows(rate: torch.Tensor) -> dict[str, torch.Tensor]:
+    """For each band, which sequences (B,) have their masking rate in it."""
+    return {band: (rate >= lo) & (rate < hi) for band, (lo, hi) in BANDS.items()}
+
+
+@torch.no_grad()
+def band_metrics(logits, x0, masked, terms, rate, loss_weight, mask_id) -> dict:
+    """Training diagnostics by corruption band of each sequence's masking rate: the mean NELBO of
+    the band's sequences (`loss_<band>`) and the RMS norm of the loss gradient with respect to the
+    logits of its masked tokens, w(t) * ||softmax - onehot|| (`grad_<band>`). Both come from
+    tensors the step has already computed, so no extra backward pass is needed. Every key is
+    always present (NaN for a band with no sequence), so all ranks log the same keys."""
+    probs = torch.softmax(logits[..., :mask_id].float(), dim=-1)
+    p_true = probs.gather(-1, x0[..., None])[..., 0]
+    grad_sq = (probs.square().sum(-1) - 2 * p_true + 1) * loss_weight[:, None] ** 2  # (B, T)
+    out = {}
+    for band, rows in band_rows(rate).items():
+        # an empty band gives NaN (a mean over nothing), which the trainer's averages skip
+        out[f"loss_{band}"] = terms[rows].mean()
+        out[f"grad_{band}"] = grad_sq[masked & rows[:, None]].mean().sqrt()
+    return out
+
+
+# --- the AR NLL ----------------------------------------------------------------------------
+
+
+def shift_right(x0: torch.Tensor, bos_id: int) -> torch.Tensor:
+    bos = torch.full_like(x0[:, :1], bos_id)
+    return torch.cat([bos, x0[:, :-1]], dim=1)
+
+
+def ar_token_nll(model, x0: torch.Tensor, bos_id: int) -> torch.Tensor:
+    """-log p(x0_i | x0_<i) per token, (B, T) fp32. EOS stands in as the token before each block
+    (documents are EOS-separated), so every token of the block is predicted, as in the NELBO."""
+    logits = model(shift_right(x0, bos_id))  # (B, T, V)
+    # (B*T, V) rows: the transposed (B, V, T) layout costs extra copies in forward and backward
+    return F.cross_entropy(logits.float().flatten(0, 1), x0.flatten(), reduction="none").view_as(x0)
