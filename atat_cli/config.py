@@ -1,20 +1,21 @@
 """Typed configuration: dataclasses whose field docs are the help text.
 
-Precedence: dataclass defaults < size preset (configs/sizes/<size>.yaml) < method preset
-(configs/methods/<method>.yaml) < --config FILE < --set key=value. Everything is validated
-once, here, at the edge; the core trusts a RunConfig it is given.
+Precedence: dataclass defaults < size preset (configs/sizes/<size>.yaml) < --config FILE <
+--set key=value. Everything is validated once, here, at the edge, check after check (a later
+one may rely on an earlier one); the core trusts a RunConfig it is given.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from atat_cli.errors import AtatError, raise_first_failure
+from atat_cli.errors import AtatError, require
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -115,21 +116,23 @@ class ATATConfig:
 
     def validate(self) -> None:
         imp, m, c = self.importance, self.masking, self.curriculum
+        require(m.strategy in MASKING_STRATEGIES, f"unknown masking strategy '{m.strategy}'",
+                f"choose one of: {', '.join(MASKING_STRATEGIES)}")
+        require(imp.target in IMPORTANCE_TARGETS, f"unknown importance target '{imp.target}'",
+                f"choose one of: {', '.join(IMPORTANCE_TARGETS)}")
         needs_importance = [name for name, on in (("masking.strategy=" + m.strategy, m.strategy != "uniform"),
                                                    ("curriculum", c.enabled)) if on]
-        checks = [
-            (m.strategy in MASKING_STRATEGIES, f"unknown masking strategy '{m.strategy}'", f"choose one of: {', '.join(MASKING_STRATEGIES)}"),
-            (imp.target in IMPORTANCE_TARGETS, f"unknown importance target '{imp.target}'", f"choose one of: {', '.join(IMPORTANCE_TARGETS)}"),
-            (imp.enabled or not needs_importance, f"atat.{' and atat.'.join(needs_importance)} need atat.importance.enabled=true",
-             "switch the estimator on, or use masking.strategy=uniform and curriculum.enabled=false"),
-            (m.temperature > 0, "atat.masking.temperature must be > 0", None),
-            (imp.loss_weight >= 0, "atat.importance.loss_weight must be >= 0", None),
-            (imp.n_layers >= 1 and imp.n_heads >= 1 and imp.d_model % imp.n_heads == 0 and (imp.d_model // imp.n_heads) % 2 == 0,
-             "atat.importance: n_layers >= 1 and d_model divisible by n_heads into even head widths", None),
-            (0 <= c.easy_until <= c.hard_from <= 1, "atat.curriculum needs 0 <= easy_until <= hard_from <= 1", None),
-            (c.transition >= 0 and c.sharpness >= 0 and c.plateau_patience >= 0, "atat.curriculum: transition, sharpness, plateau_patience must be >= 0", None),
-        ]
-        raise_first_failure(checks)
+        require(imp.enabled or not needs_importance,
+                f"atat.{' and atat.'.join(needs_importance)} need atat.importance.enabled=true",
+                "switch the estimator on, or use masking.strategy=uniform and curriculum.enabled=false")
+        require(m.temperature > 0, "atat.masking.temperature must be > 0")
+        require(imp.loss_weight >= 0, "atat.importance.loss_weight must be >= 0")
+        require(imp.n_layers >= 1 and imp.n_heads >= 1 and imp.d_model % imp.n_heads == 0
+                and (imp.d_model // imp.n_heads) % 2 == 0,
+                "atat.importance: n_layers >= 1 and d_model divisible by n_heads into even head widths")
+        require(0 <= c.easy_until <= c.hard_from <= 1, "atat.curriculum needs 0 <= easy_until <= hard_from <= 1")
+        require(c.transition >= 0 and c.sharpness >= 0 and c.plateau_patience >= 0,
+                "atat.curriculum: transition, sharpness, plateau_patience must be >= 0")
 
 
 @dataclass
@@ -147,27 +150,36 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> RunConfig:
+        """Every check in order (a later one may rely on an earlier one); the first failure raises."""
         m, t, o = self.model, self.train, self.optim
-        checks = [
-            (self.method in METHODS, f"unknown method '{self.method}'", f"choose one of: {', '.join(METHODS)}"),
-            (m.n_layers >= 1 and m.d_model >= 1 and m.seq_len >= 2, "model sizes must be positive (seq_len >= 2)", None),
-            (m.n_heads >= 1 and m.d_model % m.n_heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})", None),
-            ((m.d_model // max(m.n_heads, 1)) % 2 == 0, "head width d_model / n_heads must be even (rotary embeddings)", None),
-            (m.attention in ("auto", "sdpa", "flash"), f"unknown attention '{m.attention}'", "choose auto, sdpa or flash"),
-            (0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)", None),
-            (self.diffusion.schedule in SCHEDULES, f"unknown schedule '{self.diffusion.schedule}'", f"choose one of: {', '.join(SCHEDULES)}"),
-            (0.0 < self.diffusion.eps < 0.5, "diffusion.eps must be in (0, 0.5)", None),
-            (t.max_steps >= 1, f"max_steps must be at least 1 (got {t.max_steps})", "pass --max-steps N with N >= 1"),
-            (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and train.grad_accum must be at least 1", None),
-            (t.precision in ("auto", "bf16", "fp32"), f"unknown precision '{t.precision}'", "choose auto, bf16 or fp32"),
-            (t.keep_last >= 1, "train.keep_last must be at least 1", None),
-            (t.log_every >= 1 and t.save_every >= 1 and t.eval_every >= 0 and t.eval_batches >= 1, "train.log_every, save_every, eval_batches must be >= 1 and eval_every >= 0", None),
-            (o.lr > 0 and o.warmup_steps >= 0 and 0 <= o.min_lr_ratio <= 1, "optim.lr must be > 0, warmup_steps >= 0, min_lr_ratio in [0, 1]", None),
-            (o.schedule in ("cosine", "constant"), f"unknown lr schedule '{o.schedule}'", "choose cosine or constant"),
-            (0.0 <= o.ema < 1.0, "optim.ema must be in [0, 1)", None),
-            (len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas must be two numbers in [0, 1)", None),
-        ]
-        raise_first_failure(checks)
+        require(self.method in METHODS, f"unknown method '{self.method}'", f"choose one of: {', '.join(METHODS)}")
+        require(m.n_layers >= 1 and m.d_model >= 1 and m.seq_len >= 2, "model sizes must be positive (seq_len >= 2)")
+        require(m.n_heads >= 1 and m.d_model % m.n_heads == 0,
+                f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
+        require((m.d_model // m.n_heads) % 2 == 0, "head width d_model / n_heads must be even (rotary embeddings)")
+        require(m.cond_dim >= 1, f"model.cond_dim must be at least 1 (got {m.cond_dim})")
+        require(m.mlp_ratio > 0, f"model.mlp_ratio must be > 0 (got {m.mlp_ratio})")
+        require(m.attention in ("auto", "sdpa", "flash"), f"unknown attention '{m.attention}'",
+                "choose auto, sdpa or flash")
+        require(0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)")
+        require(self.diffusion.schedule in SCHEDULES, f"unknown schedule '{self.diffusion.schedule}'",
+                f"choose one of: {', '.join(SCHEDULES)}")
+        require(0.0 < self.diffusion.eps < 0.5, "diffusion.eps must be in (0, 0.5)")
+        require(t.max_steps >= 1, f"max_steps must be at least 1 (got {t.max_steps})", "pass --max-steps N with N >= 1")
+        require(t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and train.grad_accum must be at least 1")
+        require(t.precision in ("auto", "bf16", "fp32"), f"unknown precision '{t.precision}'",
+                "choose auto, bf16 or fp32")
+        require(t.seed >= 0, f"train.seed must be >= 0 (got {t.seed})")
+        require(t.keep_last >= 1, "train.keep_last must be at least 1")
+        require(t.log_every >= 1 and t.save_every >= 1 and t.eval_every >= 0 and t.eval_batches >= 1,
+                "train.log_every, save_every, eval_batches must be >= 1 and eval_every >= 0")
+        require(o.lr > 0 and o.warmup_steps >= 0 and 0 <= o.min_lr_ratio <= 1,
+                "optim.lr must be > 0, warmup_steps >= 0, min_lr_ratio in [0, 1]")
+        require(o.schedule in ("cosine", "constant"), f"unknown lr schedule '{o.schedule}'", "choose cosine or constant")
+        require(0.0 <= o.ema < 1.0, "optim.ema must be in [0, 1)")
+        require(len(o.betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas),
+                "optim.betas must be two numbers in [0, 1)")
+        require(o.weight_decay >= 0 and o.grad_clip >= 0, "optim.weight_decay and optim.grad_clip must be >= 0")
         if self.method == "atat":
             self.atat.validate()
         return self
@@ -188,13 +200,16 @@ def _field_types(cls) -> dict[str, typing.Any]:
 
 def _coerce(value, typ, key: str):
     """Check a YAML value against a dataclass field type; ints are accepted for floats."""
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if typ is float and isinstance(value, str):  # YAML reads "3e-4" (no dot) as a string
-        try:
+    if typ is float and not isinstance(value, bool):
+        if isinstance(value, str):  # YAML reads "3e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)):
+            if not math.isfinite(value):
+                raise AtatError(f"config key '{key}' must be a finite number, got {value!r}")
             return float(value)
-        except ValueError:
-            pass
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -270,7 +285,7 @@ def load_config(
     config_file: Path | None = None,
     overrides: typing.Sequence[str] = (),
 ) -> RunConfig:
-    """Compose defaults < size preset < method preset < config file < overrides, then validate."""
+    """Compose defaults < size preset < config file < overrides, then validate."""
     cfg = RunConfig()
     file_data = _read_yaml(resolve_config_file(config_file)) if config_file else {}
     override_data = [parse_override(item) for item in overrides]
@@ -285,9 +300,6 @@ def load_config(
     if method not in METHODS:
         raise AtatError(f"unknown method '{method}'", f"choose one of: {', '.join(METHODS)}")
     cfg.method = method
-    method_preset = CONFIG_DIR / "methods" / f"{method}.yaml"
-    if method_preset.is_file():
-        _merge(cfg, _read_yaml(method_preset))
     _merge(cfg, file_data)
     for o in override_data:
         _merge(cfg, o)

@@ -12,6 +12,13 @@ class AtatError(Exception):
         self.hint = hint
 
 
+def require(ok: bool, message: str, hint: str | None = None) -> None:
+    """Validate once at the edge, one check after another, so a later check may rely on an
+    earlier one: the first that fails raises."""
+    if not ok:
+        raise AtatError(message, hint)
+
+
 def raise_first_failure(checks) -> None:
     """Validate once at the edge: `checks` is (ok, message, hint) triples; the first failure raises."""
     for ok, message, hint in checks:

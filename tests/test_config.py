@@ -51,3 +51,16 @@ def test_unknown_size_and_method():
 def test_every_field_is_documented():
     for key, _, help_text in describe():
         assert help_text, f"{key} has no help text"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.cond_dim=0", "model.cond_dim must be at least 1"),
+    ("model.mlp_ratio=-1", "model.mlp_ratio must be > 0"),
+    ("train.seed=-3", "train.seed must be >= 0"),
+    ("optim.lr=.inf", "'optim.lr' must be a finite number"),
+    ("optim.lr=.nan", "'optim.lr' must be a finite number"),
+    ("model.n_heads=0", "must be divisible by model.n_heads"),  # checked before the head width divides by it
+])
+def test_values_that_would_fail_later_are_refused_with_their_name(override, message):
+    with pytest.raises(AtatError, match=message):
+        load_config("test", overrides=[override])

@@ -19,10 +19,6 @@ except ImportError:  # pragma: no cover - depends on the machine
     flash_attn_func = None
 
 
-def flash_available() -> bool:
-    return flash_attn_func is not None
-
-
 class Rotary(nn.Module):
     """Rotary position embedding (RoFormer): rotates pairs of channels by position-dependent angles."""
 

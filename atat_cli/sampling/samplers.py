@@ -41,7 +41,7 @@ from typing import Optional
 import torch
 
 from atat_cli.diffusion.schedules import LogLinear, NoiseSchedule
-from atat_cli.errors import AtatError, raise_first_failure
+from atat_cli.errors import AtatError, require
 from atat_cli.sampling.gumbel import sample_categorical
 
 SAMPLERS = ("ancestral", "confidence", "uncertainty", "importance")
@@ -66,24 +66,22 @@ class SamplerSettings:
     top_p: float = 1.0
 
     def validate(self) -> SamplerSettings:
-        checks = [
-            (self.sampler in SAMPLERS, f"unknown sampler '{self.sampler}'", f"choose one of: {', '.join(SAMPLERS)}"),
-            (self.adaptive is None or self.adaptive in ADAPTIVE, f"unknown adaptive rule '{self.adaptive}'",
-             f"choose one of: {', '.join(ADAPTIVE)}"),
-            (self.adaptive is None or self.sampler != "ancestral",
-             "adaptive steps need an ordered sampler, not ancestral",
-             "use --sampler confidence (Fast-dLLM / EB-sampler order), uncertainty or importance"),
-            (isinstance(self.steps, int) and self.steps >= 1, f"steps must be at least 1 (got {self.steps})", None),
-            (0.0 < self.threshold <= 1.0, f"threshold must be in (0, 1] (got {self.threshold})", "e.g. --threshold 0.9"),
-            (self.gamma >= 0.0 and math.isfinite(self.gamma), f"gamma must be a finite number >= 0 (got {self.gamma})",
-             "e.g. --gamma 0.1"),
-            (self.metric in METRICS, f"unknown uncertainty metric '{self.metric}'", f"choose one of: {', '.join(METRICS)}"),
-            (self.grid in GRIDS, f"unknown time grid '{self.grid}'", f"choose one of: {', '.join(GRIDS)}"),
-            (self.temperature >= 0.0 and math.isfinite(self.temperature),
-             f"temperature must be >= 0 (got {self.temperature})", "0 is greedy, 1 the model's distribution"),
-            (0.0 < self.top_p <= 1.0, f"top-p must be in (0, 1] (got {self.top_p})", None),
-        ]
-        raise_first_failure(checks)
+        require(self.sampler in SAMPLERS, f"unknown sampler '{self.sampler}'", f"choose one of: {', '.join(SAMPLERS)}")
+        require(self.adaptive is None or self.adaptive in ADAPTIVE, f"unknown adaptive rule '{self.adaptive}'",
+                f"choose one of: {', '.join(ADAPTIVE)}")
+        require(self.adaptive is None or self.sampler != "ancestral",
+                "adaptive steps need an ordered sampler, not ancestral",
+                "use --sampler confidence (Fast-dLLM / EB-sampler order), uncertainty or importance")
+        require(isinstance(self.steps, int) and self.steps >= 1, f"steps must be at least 1 (got {self.steps})")
+        require(0.0 < self.threshold <= 1.0, f"threshold must be in (0, 1] (got {self.threshold})", "e.g. --threshold 0.9")
+        require(self.gamma >= 0.0 and math.isfinite(self.gamma), f"gamma must be a finite number >= 0 (got {self.gamma})",
+                "e.g. --gamma 0.1")
+        require(self.metric in METRICS, f"unknown uncertainty metric '{self.metric}'",
+                f"choose one of: {', '.join(METRICS)}")
+        require(self.grid in GRIDS, f"unknown time grid '{self.grid}'", f"choose one of: {', '.join(GRIDS)}")
+        require(self.temperature >= 0.0 and math.isfinite(self.temperature),
+                f"temperature must be >= 0 (got {self.temperature})", "0 is greedy, 1 the model's distribution")
+        require(0.0 < self.top_p <= 1.0, f"top-p must be in (0, 1] (got {self.top_p})")
         return self
 
     def describe(self) -> str:
