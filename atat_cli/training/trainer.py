@@ -24,6 +24,7 @@ from atat_cli.errors import AtatError
 from atat_cli.evaluation import evaluate_likelihood, summarize
 from atat_cli.models import build_model, count_parameters
 from atat_cli.objectives import build_objective, loss_name
+from atat_cli.progress import ProgressBar
 from atat_cli.training.checkpoint import latest_checkpoint, load_checkpoint, save_atomic, save_step_checkpoint
 from atat_cli.training.distributed import DistEnv
 from atat_cli.training.ema import EMA
@@ -254,8 +255,8 @@ class Trainer:
     def _loop(self, sinks) -> Path | None:
         cfg = self.cfg
         tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.seq_len * self.dist.world_size
-        bar = _ProgressBar(cfg.train.max_steps, self.step, enabled=self.show_progress and self.dist.is_main,
-                           log=self.log)
+        bar = ProgressBar("train", cfg.train.max_steps, start=self.step, transient=False,
+                          enabled=self.show_progress and self.dist.is_main, log=self.log)
         last_path = None
         # Throughput counts training steps only, not validation or checkpoint writes.
         window_seconds, window_steps = 0.0, 0
@@ -279,7 +280,8 @@ class Trainer:
                         raise AtatError(f"loss became {record['loss']} at step {self.step}",
                                         "lower optim.lr; the last checkpoint is intact")
                     self._write(sinks, record)
-                    bar.update(self.step, record)
+                    bar.update(self.step, f"loss {record['loss']:.3f} | {record['tokens_per_s']:,.0f} tok/s | "
+                                          f"lr {record['lr']:.2e}")
                     window_seconds, window_steps = 0.0, 0
                 if (cfg.train.eval_every and self.step % cfg.train.eval_every == 0) or end:
                     val = self.validate()
@@ -298,39 +300,3 @@ class Trainer:
 def _nanmean(values: list[torch.Tensor]) -> float:
     finite = [float(v) for v in values if math.isfinite(float(v))]
     return sum(finite) / len(finite) if finite else float("nan")
-
-
-class _ProgressBar:
-    """Rich progress bar on stderr: loss, tokens/s, lr, ETA."""
-
-    def __init__(self, total: int, start: int, enabled: bool, log):
-        self.enabled = enabled
-        self.log = log
-        if enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                                     console=Console(stderr=True))
-            self.task = self.progress.add_task("train", total=total, completed=start, info="")
-
-    def __enter__(self):
-        if self.enabled:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.__exit__(*exc)
-
-    def update(self, step: int, record: dict) -> None:
-        if self.enabled:
-            info = f"loss {record['loss']:.3f} | {record['tokens_per_s']:,.0f} tok/s | lr {record['lr']:.2e}"
-            self.progress.update(self.task, completed=step, info=info)
-
-    def note(self, message: str) -> None:
-        if self.enabled:
-            self.progress.console.print(message)
-        else:
-            self.log(message)
