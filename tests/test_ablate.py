@@ -69,6 +69,7 @@ def test_interrupted_run_resumes(atat_home, capsys):
     assert steps == list(range(1, 9))  # 1..4 from the first session, 5..8 resumed, none repeated
 
 
+@pytest.mark.slow
 def test_parallel_workers_train_every_run_once(atat_home, capsys):
     # the one-per-GPU path, exercised with two CPU worker processes
     grid = atat_home / "grid.yaml"

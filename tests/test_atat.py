@@ -163,6 +163,7 @@ def test_rank_target_orders_masked_losses_within_each_sequence():
     assert torch.equal(masked_target, masked.float()) and bool(everywhere.all())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["rank", "loss"])
 def test_estimator_learns_difficulty(target):
     # Predictable tokens (0..7) follow from their left neighbour; noise tokens (8..39) do not.

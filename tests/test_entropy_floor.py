@@ -42,6 +42,9 @@ from atat_cli.models import build_model
 from atat_cli.runs import evaluate_run
 from atat_cli.training import Trainer
 
+# Trains an AR and an MDLM model for hundreds of steps: left out of the fast run (-m "not slow").
+pytestmark = pytest.mark.slow
+
 # Distinct words of 2-4 letters, no two sharing a letter: any visible letter tells the denoiser
 # which word it is part of.
 WORDS = ("at", "big", "cow", "fly", "hen", "drum")

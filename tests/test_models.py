@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from atat_cli.config import load_config
@@ -83,6 +84,7 @@ def _batch_bound(model, cfg, x0):
     return raw["nats"] / raw["tokens"]
 
 
+@pytest.mark.slow
 def test_mdlm_overfits_one_batch():
     losses, before, after = _overfit("mdlm")
     # start at the uniform prediction: E[w(t) * mask_rate(t)] * log V = log V for log-linear
@@ -92,6 +94,7 @@ def test_mdlm_overfits_one_batch():
     assert after < 0.4 * before
 
 
+@pytest.mark.slow
 def test_ar_overfits_one_batch():
     losses, before, after = _overfit("ar")
     assert abs(losses[0] - math.log(V)) < 1e-4

@@ -123,6 +123,7 @@ def test_missing_tracker_is_a_clear_error(atat_home, monkeypatch):
         _train(atat_home / "tb", 2, extra=["train.tensorboard=true"])
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(atat_home):
     """DDP over gloo on the CPU: rank 0 alone writes, the run completes and evaluates."""
     import os
