@@ -9,6 +9,7 @@ unmasked ones contribute zero but count.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from atat_cli.diffusion.schedules import NoiseSchedule
 
@@ -16,14 +17,16 @@ from atat_cli.diffusion.schedules import NoiseSchedule
 def masked_token_nll(logits: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor, mask_id: int) -> torch.Tensor:
     """-log p(x0_i | x_t) at masked positions (0 at unmasked ones), fp32, shape (B, T).
 
-    Equal to gathering from subs_log_probs without building the carry-over tensor: under SUBS
-    unmasked positions contribute exactly zero, and the mask id (the last logit) is dropped,
-    which is the same as giving it probability zero."""
-    assert mask_id == logits.shape[-1] - 1, "the mask id is the last logit"
-    real = logits[..., :mask_id].float()
-    # (B*T, V) rows: the transposed (B, V, T) layout costs extra copies in forward and backward
-    nll = torch.nn.functional.cross_entropy(real.flatten(0, 1), x0.flatten(), reduction="none").view_as(x0)
-    return torch.where(masked, nll, torch.zeros_like(nll))
+    logits: (B, T, V + 1) at every position, or (N, >= V) rows at the masked positions only, in
+    row-major order (what `DiT(x_t, level, at=masked)` returns). Equal to gathering from
+    subs_log_probs without building the carry-over tensor: under SUBS unmasked positions
+    contribute exactly zero, and the mask id (the last logit) is dropped, which is the same as
+    giving it probability zero."""
+    if logits.dim() == 3:
+        assert mask_id == logits.shape[-1] - 1, "the mask id is the last logit"
+        logits = logits[masked]  # (N, V + 1)
+    nll = F.cross_entropy(logits[:, :mask_id].float(), x0[masked], reduction="none")  # (N,)
+    return torch.zeros(x0.shape, dtype=nll.dtype, device=x0.device).masked_scatter(masked, nll)
 
 
 def nelbo_per_token(nll: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:

@@ -52,7 +52,8 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
                 with autocast():
                     out = nelbo_terms(model, x0, t, schedule, mask_id, generator)
                 block_nats += out.terms.sum(dim=1).double() / mc
-                hit = (out.logits[..., :mask_id].argmax(dim=-1) == x0) & out.masked
+                hit = out.logits.argmax(dim=-1) == x0[out.masked]  # (N,) at the masked positions
+                sequence = out.masked.nonzero(as_tuple=True)[0]  # (N,) the sequence of each
                 rate = schedule.mask_rate(t)
                 if estimator is not None:
                     with autocast():
@@ -60,7 +61,7 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
                     predicted.append(importance.float()[out.masked].cpu())
                     measured.append(out.nll[out.masked].cpu())
                 for band, rows in band_rows(rate).items():
-                    in_band = rows[:, None] & out.masked
+                    in_band = rows[sequence]
                     correct[band] += int((hit & in_band).sum())
                     counted[band] += int(in_band.sum())
             per_block.append(block_nats.cpu())

@@ -3,7 +3,8 @@
 Input: token ids x_t (B, T) where masked positions hold `mask_id`, and the noise level (B,)
 (the masking rate 1 - alpha(t), which means the same thing under every schedule). Output:
 logits (B, T, vocab_size + 1) over the real vocabulary plus the mask id; the SUBS
-parameterisation (diffusion/subs.py) decides what to do with them.
+parameterisation (diffusion/subs.py) decides what to do with them. Training and evaluation ask
+for the masked positions only (`at=masked`), which skips the head everywhere else.
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ class DiT(nn.Module):
         )
         self.final = FinalLayer(cfg.d_model, vocab_size + 1, cfg.cond_dim)
 
-    def forward(self, x_t: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
-        x = self.embed(x_t)
-        cond = F.silu(self.time(noise_level))
+    def forward(self, x_t: torch.Tensor, noise_level: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V + 1); with `at` (B, T) bool, only the marked positions' logits over the
+        real vocabulary, (N, V) in row-major order: all the NELBO needs, since under SUBS unmasked
+        positions carry over and the mask id has probability zero."""
+        x = self.embed(x_t)  # (B, T, D)
+        cond = F.silu(self.time(noise_level))  # (B, cond_dim)
         for block in self.blocks:
             x = block(x, self.rotary, cond)
-        return self.final(x, cond)
+        if at is None:
+            return self.final(x, cond)
+        return self.final(x, cond, at=at, n_out=self.vocab_size)

@@ -54,5 +54,5 @@ class DenoiserWithEstimator(nn.Module):
         self.vocab_size = denoiser.vocab_size
         self.mask_id = denoiser.mask_id
 
-    def forward(self, x_t: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
-        return self.denoiser(x_t, noise_level)
+    def forward(self, x_t: torch.Tensor, noise_level: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        return self.denoiser(x_t, noise_level, at)

@@ -89,7 +89,8 @@ class MLP(nn.Module):
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale[:, None]) + shift[:, None]
+    """adaLN: x * (1 + scale) + shift, one fused kernel; shift and scale broadcast against x."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 class Block(nn.Module):
@@ -113,9 +114,10 @@ class Block(nn.Module):
         if self.adaLN is None:
             x = x + self.drop(self.attn(self.norm1(x), rotary, kv_cache))
             return x + self.mlp(self.norm2(x))
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(cond).chunk(6, dim=-1)
-        x = x + gate1[:, None] * self.drop(self.attn(modulate(self.norm1(x), shift1, scale1), rotary))
-        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        # one (shift, scale, gate) per sequence for each half of the block: (B, 1, D) each
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(cond)[:, None].chunk(6, dim=-1)
+        x = x + gate1 * self.drop(self.attn(modulate(self.norm1(x), shift1, scale1), rotary))
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
 class FinalLayer(nn.Module):
@@ -133,12 +135,23 @@ class FinalLayer(nn.Module):
             nn.init.zeros_(self.adaLN.weight)
             nn.init.zeros_(self.adaLN.bias)
 
-    def forward(self, x, cond=None):
-        x = self.norm(x)
+    def forward(self, x, cond=None, at=None, n_out=None):
+        """x (B, T, D) -> (B, T, out_dim). With `at` (B, T) bool: only the positions it marks, as
+        rows (N, n_out) in row-major order, and only the first `n_out` outputs (all when None):
+        the head is the widest matrix of a small model, so rows nobody reads are not computed."""
+        weight, bias = self.linear.weight[:n_out], self.linear.bias[:n_out]  # a prefix of rows: still contiguous
+        if at is None:
+            h = self.norm(x)
+            if self.adaLN is not None:
+                shift, scale = self.adaLN(cond)[:, None].chunk(2, dim=-1)  # (B, 1, D) each
+                h = modulate(h, shift, scale)
+            return F.linear(h, weight, bias)
+        h = self.norm(x[at])  # (N, D)
         if self.adaLN is not None:
-            shift, scale = self.adaLN(cond).chunk(2, dim=-1)
-            x = modulate(x, shift, scale)
-        return self.linear(x)
+            sequence = at.nonzero(as_tuple=True)[0]  # (N,) the sequence of each row
+            shift, scale = self.adaLN(cond)[sequence].chunk(2, dim=-1)  # (N, D) each
+            h = modulate(h, shift, scale)
+        return F.linear(h, weight, bias)
 
 
 class TimeEmbedding(nn.Module):

@@ -85,7 +85,7 @@ class ATATObjective(Objective):
         logits, masked, nll, terms = out.logits, out.masked, out.nll, out.terms
         nelbo = terms.mean()
         metrics = {"nelbo": nelbo.detach(), "mask_rate": masked.float().mean(), "mask_rate_scheduled": rate.mean()}
-        metrics.update(band_metrics(logits, x0, masked, terms.detach(), rate, self.schedule.loss_weight(t), self.mask_id))
+        metrics.update(band_metrics(logits, x0, masked, terms.detach(), rate, self.schedule.loss_weight(t)))
         loss = nelbo
         if self.curriculum is not None:
             weights = self.curriculum.weights(s.detach(), self.progress)

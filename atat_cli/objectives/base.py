@@ -47,7 +47,7 @@ class Objective(ABC):
 class NelboTerms:
     """One forward pass of the denoiser on x0 masked at times t, and its NELBO terms."""
 
-    logits: torch.Tensor  # (B, T, V + 1), the last column is the mask id's
+    logits: torch.Tensor  # (N, V): the real vocabulary's logits at the N masked positions, row-major order
     masked: torch.Tensor  # (B, T) bool: positions replaced by the mask id
     nll: torch.Tensor  # (B, T) -log p(x0_i | x_t) at masked positions, 0 elsewhere (fp32)
     terms: torch.Tensor  # (B, T) w(t) * nll: their mean over all tokens is the NELBO
@@ -60,7 +60,7 @@ def nelbo_terms(model, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedul
     by w(t) = -alpha'(t) / (1 - alpha(t))."""
     rate = schedule.mask_rate(t)
     x_t, masked = mask_tokens(x0, rate[:, None] if mask_prob is None else mask_prob, mask_id, generator)
-    logits = model(x_t, rate)
+    logits = model(x_t, rate, at=masked)  # the head runs at masked positions only
     nll = masked_token_nll(logits, x0, masked, mask_id)
     return NelboTerms(logits, masked, nll, nelbo_per_token(nll, t, schedule))
 
@@ -75,20 +75,22 @@ def band_rows(rate: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def band_metrics(logits, x0, masked, terms, rate, loss_weight, mask_id) -> dict:
+def band_metrics(logits, x0, masked, terms, rate, loss_weight) -> dict:
     """Training diagnostics by corruption band of each sequence's masking rate: the mean NELBO of
     the band's sequences (`loss_<band>`) and the RMS norm of the loss gradient with respect to the
     logits of its masked tokens, w(t) * ||softmax - onehot|| (`grad_<band>`). Both come from
-    tensors the step has already computed, so no extra backward pass is needed. Every key is
-    always present (NaN for a band with no sequence), so all ranks log the same keys."""
-    probs = torch.softmax(logits[..., :mask_id].float(), dim=-1)
-    p_true = probs.gather(-1, x0[..., None])[..., 0]
-    grad_sq = (probs.square().sum(-1) - 2 * p_true + 1) * loss_weight[:, None] ** 2  # (B, T)
+    tensors the step has already computed (`logits`: (N, V) at the masked positions), so no extra
+    backward pass is needed. Every key is always present (NaN for a band with no sequence), so
+    all ranks log the same keys."""
+    sequence = masked.nonzero(as_tuple=True)[0]  # (N,) the sequence of each masked position
+    probs = torch.softmax(logits.float(), dim=-1)  # (N, V)
+    p_true = probs.gather(-1, x0[masked][:, None])[:, 0]
+    grad_sq = (probs.square().sum(-1) - 2 * p_true + 1) * loss_weight[sequence] ** 2  # (N,)
     out = {}
     for band, rows in band_rows(rate).items():
         # an empty band gives NaN (a mean over nothing), which the trainer's averages skip
         out[f"loss_{band}"] = terms[rows].mean()
-        out[f"grad_{band}"] = grad_sq[masked & rows[:, None]].mean().sqrt()
+        out[f"grad_{band}"] = grad_sq[rows[sequence]].mean().sqrt()
     return out
 
 

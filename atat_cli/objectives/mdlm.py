@@ -21,5 +21,5 @@ class MDLMObjective(Objective):
         loss = out.terms.mean()  # mean over all tokens, as MDLM
         metrics = {"nelbo": loss.detach(), "mask_rate": out.masked.float().mean()}
         metrics.update(band_metrics(out.logits, x0, out.masked, out.terms.detach(), self.schedule.mask_rate(t),
-                                    self.schedule.loss_weight(t), self.mask_id))
+                                    self.schedule.loss_weight(t)))
         return loss, metrics
