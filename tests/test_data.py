@@ -13,8 +13,9 @@ from atat_cli.data import (
     ensure_prepared,
     get_corpus,
     load_tokenizer,
-    prepare,
+    prepared_corpora,
     pydocs,
+    tokenize,
 )
 from atat_cli.errors import AtatError
 
@@ -158,8 +159,8 @@ def test_folder_with_splits(tmp_path):
 
 
 def test_bpe_preparation_in_worker_processes(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(prepare, "PARALLEL_MIN_CHARS", 0)  # force the multiprocessing path
-    monkeypatch.setattr(prepare, "CHUNK_DOCS", 2)
+    monkeypatch.setattr(tokenize, "PARALLEL_MIN_CHARS", 0)  # force the multiprocessing path
+    monkeypatch.setattr(tokenize, "CHUNK_DOCS", 2)
     data = prepare_local(tmp_path, tokenizer="bpe", vocab_size=300)
     assert "in-process" not in capsys.readouterr().err  # the workers did the work
     tok = data.tokenizer()
@@ -185,14 +186,14 @@ def test_reuse_and_force(tmp_path, data_dir, capsys):
     # Other tokenizer settings: prepared again.
     other = prepare_local(tmp_path, tokenizer="bpe", vocab_size=300)
     assert other.meta["tokenizer"]["kind"] == "bpe"
-    assert prepare.prepared_corpora(data_dir) == ["mycorpus"]
+    assert prepared_corpora(data_dir) == ["mycorpus"]
 
 
 def test_leftover_temp_folder_is_not_prepared(tmp_path, data_dir):
     stale = data_dir / ".mycorpus.tmp-99999"
     stale.mkdir(parents=True)
     write(stale / "meta.json", "{}")
-    assert prepare.prepared_corpora(data_dir) == []
+    assert prepared_corpora(data_dir) == []
     with pytest.raises(AtatError):
         ensure_prepared("mycorpus", progress=False)  # not prepared, and no files to do it with
     data = prepare_local(tmp_path)

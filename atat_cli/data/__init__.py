@@ -3,10 +3,16 @@
     data = ensure_prepared("pydocs")                  # prepares on first use, then reuses
     loader = BatchLoader(data.blocks("train", 128), batch_size=32, seed=0)
     x = loader.next_batch()                           # (32, 128) int64 token ids
+
+One module per job: registry.py (the named corpora), sources.py (reading documents: local files,
+pydocs.py, the hub; carving held-out splits), tokenizer.py (the tokenizers), tokenize.py
+(documents -> token files), prepare.py (`ensure_prepared`: reuse or build), prepared.py (reading
+a prepared corpus), loader.py (batches), console.py (logs and progress on stderr).
 """
 
 from .loader import BatchLoader
-from .prepare import PreparedData, ensure_prepared, prepared_corpora
+from .prepare import ensure_prepared
+from .prepared import PreparedData, prepared_corpora
 from .registry import CORPORA, CorpusSpec, get_corpus
 from .tokenizer import Tokenizer, load_tokenizer
 

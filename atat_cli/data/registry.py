@@ -5,14 +5,15 @@ pinned to a revision. Most use the hub's automatic parquet conversion branch
 `refs/convert/parquet`, whose layout is `{config}/{split}/*.parquet` whatever format the dataset
 was uploaded in, so one loading path serves them all.
 
-Our split names are `train`, `valid`, `test`. `splits` maps ours to the hub's; a split missing
-from the map is carved deterministically out of `train` (see prepare.py).
+Our split names are `SPLITS`: `train`, `valid`, `test`. `splits` maps ours to the hub's; a split
+missing from the map is carved deterministically out of `train` (see sources.py).
 """
 
 from dataclasses import dataclass, field
 
 from ..errors import AtatError
 
+SPLITS = ("train", "valid", "test")
 PARQUET_REVISION = "refs/convert/parquet"
 # Where MDLM and friends use a learned tokenizer we default to the same one; offline, pass
 # `--tokenizer bpe` (trained on the corpus) or `--tokenizer bytes`.

@@ -1,19 +1,24 @@
 """Tokenizers: raw bytes, a byte-level BPE trained on the corpus, or a Hugging Face hub tokenizer.
 
-All three share one small interface (`name`, `vocab_size`, `eos_id`, `encode`, `encode_batch`,
-`decode`, `save`) so the rest of atat never cares which one it has. Every id is < vocab_size;
-the model appends its own [MASK] id = vocab_size, so no mask token is added here.
+All three are small classes behind one interface, `Tokenizer` (`kind`, `name`, `vocab_size`,
+`eos_id`, `encode`, `encode_batch`, `decode`, `save`), so the rest of atat never cares which one
+it has. Every id is < vocab_size; the model appends its own [MASK] id = vocab_size, so no mask
+token is added here.
 
-A tokenizer is saved next to the prepared data (`<corpus>/tokenizer/`) so that a run can be
-reproduced, and sampled from, offline.
+They are built by `Tokenizer`'s constructors (`bytes`, `train_bpe`, `from_hub`) and loaded by
+`load_tokenizer`. A tokenizer is saved next to the prepared data (`<corpus>/tokenizer/`) so that
+a run can be reproduced, and sampled from, offline.
 """
 
 import json
 import os
 import socket
 import sys
+from abc import ABC, abstractmethod
 from pathlib import Path
 from urllib.parse import urlparse
+
+import numpy as np
 
 from ..errors import AtatError
 
@@ -21,28 +26,28 @@ EOS_TOKEN = "<|endoftext|>"
 META_FILE = "atat_tokenizer.json"  # what kind of tokenizer a saved directory holds
 
 
-class Tokenizer:
-    """One tokenizer of kind "bytes", "bpe" or "hf"; build it with the classmethods below."""
+class Tokenizer(ABC):
+    """What every tokenizer offers; build one with the classmethods below or `load_tokenizer`."""
 
-    def __init__(self, kind: str, name: str, vocab_size: int, eos_id: int, backend=None):
-        self.kind = kind
+    kind: str  # "bytes", "bpe" or "hf": recorded in META_FILE and meta.json
+
+    def __init__(self, name: str, vocab_size: int, eos_id: int):
         self.name = name
         self.vocab_size = vocab_size
         self.eos_id = eos_id
-        self._backend = backend  # tokenizers.Tokenizer (bpe), transformers tokenizer (hf), None
 
     def __repr__(self):
         return f"Tokenizer({self.name!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
 
     # ---- constructors ------------------------------------------------------------------------
 
-    @classmethod
-    def bytes(cls) -> "Tokenizer":
+    @staticmethod
+    def bytes() -> "Tokenizer":
         """UTF-8 bytes 0..255, EOS = 256: no training, nothing to download, never <unk>."""
-        return cls("bytes", "bytes", 257, 256)
+        return ByteTokenizer()
 
-    @classmethod
-    def train_bpe(cls, texts, vocab_size: int, length: int | None = None) -> "Tokenizer":
+    @staticmethod
+    def train_bpe(texts, vocab_size: int, length: int | None = None) -> "Tokenizer":
         """Train a byte-level BPE (GPT-2 style) on an iterable of texts.
 
         The byte alphabet is always included, so any text encodes without <unk>; EOS is the
@@ -69,10 +74,10 @@ class Tokenizer:
             show_progress=False,
         )
         tok.train_from_iterator(texts, trainer=trainer, length=length)
-        return cls("bpe", "bpe", tok.get_vocab_size(), tok.token_to_id(EOS_TOKEN), tok)
+        return BPETokenizer(tok)
 
-    @classmethod
-    def from_hub(cls, name: str) -> "Tokenizer":
+    @staticmethod
+    def from_hub(name: str) -> "Tokenizer":
         """A Hugging Face tokenizer by name, e.g. "gpt2" or "bert-base-uncased".
 
         EOS is the tokenizer's eos token, or [SEP] for BERT-style tokenizers that have none.
@@ -92,58 +97,143 @@ class Tokenizer:
                     f"could not load tokenizer '{name}' from the Hugging Face hub: {e}",
                     hint="check the name, or train one on the corpus offline: --tokenizer bpe",
                 ) from None
-        return cls._wrap_hf(tok, name)
+        return Tokenizer._wrap_hf(tok, name)
 
-    @classmethod
-    def _wrap_hf(cls, tok, name: str) -> "Tokenizer":
+    @staticmethod
+    def _wrap_hf(tok, name: str) -> "Tokenizer":
+        """A transformers tokenizer (from the hub or a saved directory) as an atat one."""
         # We feed whole documents; silence the "sequence longer than model_max_length" warning.
         tok.model_max_length = sys.maxsize
         eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
         if eos is None:
             raise AtatError(f"tokenizer '{name}' has neither an eos nor a sep token",
                             hint="use --tokenizer bpe or --tokenizer bytes")
-        return cls("hf", name, len(tok), eos, tok)
+        return HubTokenizer(tok, name, eos)
 
     # ---- encoding ----------------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
 
+    @abstractmethod
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        if self.kind == "bytes":
-            return [list(t.encode("utf-8")) for t in texts]
-        if self.kind == "bpe":
-            return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
-        return self._backend(texts, add_special_tokens=False)["input_ids"]
+        """Token ids of each text, with no special tokens added."""
+
+    def token_arrays(self, texts: list[str], dtype) -> list[np.ndarray]:
+        """Token ids of each text as an array of `dtype`, the form the token files store."""
+        return [np.asarray(ids, dtype=dtype) for ids in self.encode_batch(texts)]
 
     def decode(self, ids) -> str:
-        ids = [int(i) for i in ids]
-        if self.kind == "bytes":
-            # EOS is shown as <|endoftext|> like the BPE's; ids >= vocab_size (the model's
-            # mask id) are not text and are dropped.
-            data = bytearray()
-            for i in ids:
-                if i < 256:
-                    data.append(i)
-                elif i == 256:
-                    data += EOS_TOKEN.encode()
-            return data.decode("utf-8", errors="replace")
-        if self.kind == "bpe":
-            return self._backend.decode(ids, skip_special_tokens=False)
-        return self._backend.decode(ids)
+        return self._decode([int(i) for i in ids])
+
+    @abstractmethod
+    def _decode(self, ids: list[int]) -> str:
+        """The text of a list of ids (plain ints; numpy or torch integers are converted first)."""
 
     # ---- persistence -------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        """What META_FILE records, and meta.json repeats under "tokenizer"."""
+        return {"kind": self.kind, "name": self.name, "vocab_size": self.vocab_size,
+                "eos_id": self.eos_id}
 
     def save(self, directory) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        if self.kind == "bpe":
-            self._backend.save(str(directory / "tokenizer.json"))
-        elif self.kind == "hf":
-            self._backend.save_pretrained(str(directory))
-        info = {"kind": self.kind, "name": self.name, "vocab_size": self.vocab_size,
-                "eos_id": self.eos_id}
-        (directory / META_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        self._save_files(directory)
+        (directory / META_FILE).write_text(json.dumps(self.info(), indent=2) + "\n")
+
+    def _save_files(self, directory: Path) -> None:
+        """Write what `load` needs besides META_FILE (nothing, unless a subclass has a model)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, info: dict) -> "Tokenizer":
+        """The tokenizer saved in `directory`, whose META_FILE holds `info`."""
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 bytes are the ids (0..255); EOS is 256."""
+
+    kind = "bytes"
+
+    def __init__(self):
+        super().__init__("bytes", 257, 256)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [list(t.encode("utf-8")) for t in texts]
+
+    def token_arrays(self, texts: list[str], dtype) -> list[np.ndarray]:
+        # Bytes are their own ids: skip building Python lists (text8 is one 90 MB document).
+        return [np.frombuffer(t.encode("utf-8"), dtype=np.uint8).astype(dtype) for t in texts]
+
+    def _decode(self, ids: list[int]) -> str:
+        # EOS is shown as <|endoftext|> like the BPE's; ids >= vocab_size (the model's mask id)
+        # are not text and are dropped.
+        data = bytearray()
+        for i in ids:
+            if i < 256:
+                data.append(i)
+            elif i == 256:
+                data += EOS_TOKEN.encode()
+        return data.decode("utf-8", errors="replace")
+
+    @classmethod
+    def load(cls, directory: Path, info: dict) -> "Tokenizer":
+        return cls()
+
+
+class BPETokenizer(Tokenizer):
+    """A byte-level BPE trained on the corpus (a `tokenizers.Tokenizer`), EOS <|endoftext|>."""
+
+    kind = "bpe"
+
+    def __init__(self, backend):
+        super().__init__("bpe", backend.get_vocab_size(), backend.token_to_id(EOS_TOKEN))
+        self._backend = backend
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self._backend.decode(ids, skip_special_tokens=False)
+
+    def _save_files(self, directory: Path) -> None:
+        self._backend.save(str(directory / "tokenizer.json"))
+
+    @classmethod
+    def load(cls, directory: Path, info: dict) -> "Tokenizer":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return cls(HFTokenizer.from_file(str(directory / "tokenizer.json")))
+
+
+class HubTokenizer(Tokenizer):
+    """A transformers tokenizer, from the Hugging Face hub or saved next to a corpus."""
+
+    kind = "hf"
+
+    def __init__(self, backend, name: str, eos_id: int):
+        super().__init__(name, len(backend), eos_id)
+        self._backend = backend
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self._backend(texts, add_special_tokens=False)["input_ids"]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self._backend.decode(ids)
+
+    def _save_files(self, directory: Path) -> None:
+        self._backend.save_pretrained(str(directory))
+
+    @classmethod
+    def load(cls, directory: Path, info: dict) -> "Tokenizer":
+        from transformers import AutoTokenizer
+
+        return Tokenizer._wrap_hf(AutoTokenizer.from_pretrained(str(directory)), info["name"])
+
+
+_KINDS = {cls.kind: cls for cls in (ByteTokenizer, BPETokenizer, HubTokenizer)}
 
 
 def load_tokenizer(directory_or_name) -> Tokenizer:
@@ -151,16 +241,10 @@ def load_tokenizer(directory_or_name) -> Tokenizer:
     path = Path(directory_or_name)
     if (path / META_FILE).is_file():
         info = json.loads((path / META_FILE).read_text())
-        if info["kind"] == "bytes":
-            return Tokenizer.bytes()
-        if info["kind"] == "bpe":
-            from tokenizers import Tokenizer as HFTokenizer
-
-            backend = HFTokenizer.from_file(str(path / "tokenizer.json"))
-            return Tokenizer("bpe", info["name"], info["vocab_size"], info["eos_id"], backend)
-        from transformers import AutoTokenizer
-
-        return Tokenizer._wrap_hf(AutoTokenizer.from_pretrained(str(path)), info["name"])
+        if info["kind"] not in _KINDS:
+            raise AtatError(f"{path} holds a tokenizer of unknown kind '{info['kind']}'",
+                            hint=f"kinds: {', '.join(_KINDS)}")
+        return _KINDS[info["kind"]].load(path, info)
     name = str(directory_or_name)
     if name == "bytes":
         return Tokenizer.bytes()
