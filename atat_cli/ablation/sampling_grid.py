@@ -12,20 +12,37 @@ under a judge when one is given (never perplexity without entropy: repetitive te
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import yaml
 
 from atat_cli.config import CONFIG_DIR
+from atat_cli.device import default_device
 from atat_cli.errors import AtatError
+from atat_cli.runs import load_run
+from atat_cli.sampling import SamplerSettings, generate, load_judge, score_generation
 
 SETTING_FIELDS = {"sampler", "steps", "adaptive", "threshold", "gamma", "metric", "grid", "temperature", "top_p"}
 
 
-def load_sampling_grid(name_or_path: str, has_importance: bool) -> dict:
-    """name -> SamplerSettings (validated); importance variants dropped when the run has no estimator."""
-    from atat_cli.sampling import SamplerSettings
+def ablate_sampling(run, grid: str, *, judge: str | None = None, num_samples: int = 8, length: int | None = None,
+                    only: list[str] | None = None, out: Path | None = None, log=print) -> tuple[dict, list[Path]]:
+    """Compare the variants of a sampling grid (all, or those in `only`) on the trained run RUN and
+    write sampling.md and sampling.json into `out` (default: the run's folder/ablate-sampling).
+    Returns the report and the files written."""
+    device = default_device()
+    trained = load_run(run, device)
+    settings = load_sampling_grid(grid, has_importance=trained.importance is not None, only=only)
+    judge_model = load_judge(judge, device) if judge else None
+    rows = run_sampling_grid(trained, settings, judge=judge_model, num_samples=num_samples, length=length, log=log)
+    report = {"run": str(trained.checkpoint), "judge": judge, "num_samples": num_samples, "rows": rows}
+    return report, write_sampling_report(report, out or trained.checkpoint.parent / "ablate-sampling")
 
+
+def load_sampling_grid(name_or_path: str, has_importance: bool, only: list[str] | None = None) -> dict:
+    """name -> SamplerSettings (validated), restricted to `only` when given; importance variants
+    are dropped when the run has no estimator, so naming one is an unknown variant."""
     path = Path(name_or_path)
     if not path.is_file():
         path = CONFIG_DIR / "grids" / f"{name_or_path}.yaml"
@@ -48,13 +65,16 @@ def load_sampling_grid(name_or_path: str, has_importance: bool) -> dict:
         if settings.sampler == "importance" and not has_importance:
             continue
         grid[str(name)] = settings
+    if only:
+        missing = [v for v in only if v not in grid]
+        if missing:
+            raise AtatError(f"unknown sampling variant '{missing[0]}'", f"variants: {', '.join(grid)}")
+        grid = {k: v for k, v in grid.items() if k in only}
     return grid
 
 
 def run_sampling_grid(trained, grid: dict, *, judge=None, num_samples: int = 8, length: int | None = None,
                       prompt: str = "", seed: int = 0, log=print) -> list[dict]:
-    from atat_cli.sampling import generate, score_generation
-
     rows = []
     for i, (name, settings) in enumerate(grid.items(), 1):
         log(f"[{i}/{len(grid)}] {name}")
@@ -81,3 +101,10 @@ def sampling_markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['variant']} | {r['mean_steps']:.1f} | {r['nfe']} | {r['seconds']:.2f} | {r['tokens_per_s']:.1f} "
                      f"| {ppl} | {r['entropy']:.3f} |")
     return "\n".join(lines)
+
+
+def write_sampling_report(report: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sampling.json").write_text(json.dumps(report, indent=2))
+    (out / "sampling.md").write_text(sampling_markdown(report["rows"]) + "\n")
+    return [out / "sampling.md", out / "sampling.json"]

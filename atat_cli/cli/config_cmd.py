@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from atat_cli.cli import options
 from atat_cli.cli.output import out
 
 
@@ -25,8 +26,8 @@ def list_presets():
 
 def show(
     name: Annotated[str, typer.Argument(help="Size preset (tiny), shipped preset (atat/full) or path of a config file.")] = "tiny",
-    method: Annotated[Optional[str], typer.Option(help="mdlm or ar.")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key, as in `atat train`.")] = None,
+    method: options.MethodOpt = None,
+    overrides: options.OverridesOpt = None,
 ):
     """Print the fully resolved config for a preset, one key per line with its help text.
 

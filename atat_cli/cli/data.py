@@ -9,10 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from . import options
 from .output import out, print_json
-
-JsonOption = Annotated[bool, typer.Option("--json",
-                                          help="Print one JSON object instead of a table.")]
 
 
 def fetch(
@@ -28,7 +26,7 @@ def fetch(
         "--vocab-size", help="Vocabulary size of a bpe tokenizer (default 8192).")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Prepare again even if a finished preparation exists.")] = False,
-    json_out: JsonOption = False,
+    json_out: options.JsonOpt = False,
 ):
     """Fetch a corpus, tokenize it and store it ready for training (reused if already done).
 
@@ -66,7 +64,7 @@ def fetch(
     _show(data, json_out)
 
 
-def list_corpora(json_out: JsonOption = False):
+def list_corpora(json_out: options.JsonOpt = False):
     """List the known corpora and the prepared ones, with where they are stored.
 
     Example: atat data list --json
@@ -111,7 +109,7 @@ def list_corpora(json_out: JsonOption = False):
 
 def info(
     name: Annotated[str, typer.Argument(help="A prepared corpus.", show_default=False)],
-    json_out: JsonOption = False,
+    json_out: options.JsonOpt = False,
 ):
     """Show how a prepared corpus was made: tokenizer, splits, token counts, hashes.
 

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from atat_cli.cli import options
 from atat_cli.cli.output import out, print_json
 
 
 def evaluate(
-    run: Annotated[Optional[str], typer.Argument(help="Run folder or checkpoint (default: the newest run).")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Evaluate on another prepared corpus with the same tokenizer.")] = None,
+    run: options.RunArg = None,
+    data: options.DataOpt = None,
     split: Annotated[str, typer.Option(help="valid or test.")] = "valid",
-    mc: Annotated[int, typer.Option(help="Time samples per block for the diffusion NELBO.")] = 4,
-    batch_size: Annotated[int, typer.Option(help="Blocks per forward pass.")] = 16,
+    mc: options.McOpt = 4,
+    batch_size: options.BatchSizeOpt = 16,
     max_blocks: Annotated[int, typer.Option(help="Evaluate at most this many blocks (0 = all).")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of the evaluation noise (fixed, so results repeat).")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object; no progress bar.")] = False,
+    seed: options.SeedOpt = 0,
+    json_out: options.JsonOpt = False,
 ):
     """Evaluate a run: NELBO (nats/token), perplexity bound, bits per token and per byte, and
     mask accuracy by corruption band (low < 0.3 <= mid < 0.7 <= high).
+
+    By default on the run's own corpus; --data names another one, with the run's tokenizer. The
+    evaluation noise is seeded (--seed), so results repeat.
 
     Example: atat eval runs/mdlm-tiny-pydocs --split test --mc 8 --json
     """

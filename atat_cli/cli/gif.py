@@ -7,34 +7,37 @@ from typing import Annotated, Optional
 
 import typer
 
+from atat_cli.cli import options
 from atat_cli.cli.output import log, out, print_json
 
 
 def gif(
-    run: Annotated[Optional[str], typer.Argument(help="Run folder or checkpoint (default: the newest run).")] = None,
-    prompt: Annotated[str, typer.Option(help="Text to continue; [MASK]*N inside it marks tokens to fill in; empty = unconditional.")] = "",
-    sampler: Annotated[str, typer.Option(help="ancestral, confidence, uncertainty or importance (ATAT runs).")] = "confidence",
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 32,
-    adaptive: Annotated[Optional[str], typer.Option(help="Adaptive steps instead of --steps: threshold or entropy-bound.")] = None,
-    threshold: Annotated[float, typer.Option(help="--adaptive threshold: reveal every position whose top probability is at least this.")] = 0.9,
-    gamma: Annotated[float, typer.Option(help="--adaptive entropy-bound: bound (nats) on summed entropy minus the largest one.")] = 0.1,
-    schedule: Annotated[str, typer.Option(help="Time grid: linear or cosine.")] = "linear",
-    length: Annotated[Optional[int], typer.Option(help="Tokens to generate after the prompt (default 96; 0 extra for infilling).")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    run: options.RunArg = None,
+    prompt: options.PromptOpt = "",
+    sampler: options.SamplerOpt = "confidence",
+    steps: options.StepsOpt = 32,
+    adaptive: options.AdaptiveOpt = None,
+    threshold: options.ThresholdOpt = 0.9,
+    gamma: options.GammaOpt = 0.1,
+    time_grid: options.TimeGridOpt = "linear",
+    length: options.LengthOpt = None,
+    temperature: options.TemperatureOpt = 1.0,
+    seed: options.SeedOpt = 0,
     color: Annotated[str, typer.Option(help="Colour of revealed tokens: confidence, or importance (ATAT runs).")] = "confidence",
     every: Annotated[Optional[int], typer.Option(help="One frame per K steps (default: 1, or more so that at most ~100 frames).")] = None,
     fps: Annotated[float, typer.Option(help="Frames per second.")] = 6.0,
     hold: Annotated[float, typer.Option(help="Seconds the final frame is held.")] = 3.0,
     width: Annotated[int, typer.Option(help="Frame width in pixels.")] = 960,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Output file (default denoise.gif, or denoise.mp4 with --format mp4).")] = None,
+    out_path: options.OutFileOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="gif, or mp4 (needs: pip install imageio-ffmpeg).")] = "gif",
     frames_dir: Annotated[Optional[Path], typer.Option("--frames", help="Also write every frame as a PNG into this folder.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    json_out: options.JsonOpt = False,
 ):
     """Animate the denoising of one sample, one frame per step; the final frame is held longer.
 
     The text sits in a fixed monospace layout: masked positions are blank boxes, tokens revealed at a step are outlined, revealed tokens are coloured by the model's confidence (or the ATAT estimator's importance with --color importance). The header shows step, t and NFE. The first frame has every generated position masked, the last none.
+
+    By default: 96 tokens after the prompt (a paragraph; nothing more when the prompt has [MASK]s to fill in), written to denoise.gif (denoise.mp4 with --format mp4).
 
     Examples:
       atat gif --prompt "The future of AI is"
@@ -64,7 +67,7 @@ def gif(
     check_writable(out_path)
     if frames_dir is not None and frames_dir.exists() and not frames_dir.is_dir():
         raise AtatError(f"--frames {frames_dir} exists and is not a folder")
-    settings = SamplerSettings(sampler=sampler, steps=steps, adaptive=adaptive, threshold=threshold, gamma=gamma, grid=schedule,
+    settings = SamplerSettings(sampler=sampler, steps=steps, adaptive=adaptive, threshold=threshold, gamma=gamma, grid=time_grid,
                                temperature=temperature).validate()
     trained = load_run(run, default_device())
     if length is None and "[MASK]" not in prompt:

@@ -7,21 +7,24 @@ from typing import Annotated, Optional
 
 import typer
 
+from atat_cli.cli import options
 from atat_cli.cli.output import out, print_json
 
 
 def heatmap(
-    run: Annotated[Optional[str], typer.Argument(help="Run folder or checkpoint (default: the newest run).")] = None,
+    run: options.RunArg = None,
     text: Annotated[Optional[str], typer.Option(help="Text whose tokens' importance to draw at several t (ATAT runs).")] = None,
     training: Annotated[bool, typer.Option("--training", help="Draw training dynamics from the run's metrics.jsonl instead.")] = False,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Output PNG (default importance.png, or training.png with --training).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (with the plotted values).")] = False,
+    out_path: options.OutFileOpt = None,
+    json_out: options.JsonOpt = False,
 ):
     """Heatmaps of what the model learned and how training went.
 
     --text: the ATAT importance estimator's score of each token of the text (x) at t = 0.1 .. 0.9 (y), with the mean over t below; tokens are rated clean, as during training.
 
     --training: from metrics.jsonl, loss and logit-gradient norm by corruption band (low m<0.3, mid, high m>=0.7; blank where a batch had none) over logged steps, and the curriculum level and stage (ATAT runs). Also writes curves.png next to --out: train loss and validation NELBO against training tokens.
+
+    The picture goes to --out, a .png file: by default importance.png, or training.png with --training. --json prints the plotted values.
 
     Examples:
       atat heatmap --text "Return a new sorted list from the items in iterable."

@@ -6,29 +6,30 @@ from typing import Annotated, Optional
 
 import typer
 
+from atat_cli.cli import options
 from atat_cli.cli.output import log, out, print_json
 
 
 def sample(
-    run: Annotated[Optional[str], typer.Argument(help="Run folder or checkpoint (default: the newest run).")] = None,
-    prompt: Annotated[str, typer.Option(help="Text to continue; [MASK] or [MASK]*N inside it marks tokens to fill in; empty = unconditional.")] = "",
-    sampler: Annotated[Optional[str], typer.Option(help="ancestral (MDLM, default), confidence, uncertainty or importance (ATAT runs).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (per block); default 64.")] = None,
-    adaptive: Annotated[Optional[str], typer.Option(help="Adaptive steps instead of --steps: threshold (Fast-dLLM) or entropy-bound (EB-sampler).")] = None,
-    threshold: Annotated[float, typer.Option(help="--adaptive threshold: reveal every position whose top probability is at least this, in (0, 1].")] = 0.9,
-    gamma: Annotated[float, typer.Option(help="--adaptive entropy-bound: bound (nats) on summed entropy minus the largest one.")] = 0.1,
+    run: options.RunArg = None,
+    prompt: options.PromptOpt = "",
+    sampler: options.SamplerOpt = None,
+    steps: options.StepsOpt = None,
+    adaptive: options.AdaptiveOpt = None,
+    threshold: options.ThresholdOpt = 0.9,
+    gamma: options.GammaOpt = 0.1,
     metric: Annotated[str, typer.Option(help="Uncertainty metric of the ordered samplers: entropy, margin or maxprob.")] = "entropy",
-    schedule: Annotated[str, typer.Option(help="Time grid, i.e. how many tokens each step reveals: linear or cosine (MD4/MaskGIT).")] = "linear",
-    length: Annotated[Optional[int], typer.Option(help="Tokens to generate after the prompt (default: the rest of one context; 0 extra for infilling).")] = None,
-    num_samples: Annotated[int, typer.Option(help="Number of samples.")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 16,
+    time_grid: options.TimeGridOpt = "linear",
+    length: options.LengthOpt = None,
+    num_samples: options.NumSamplesOpt = 1,
+    batch_size: options.BatchSizeOpt = 16,
     block_size: Annotated[Optional[int], typer.Option(help="Semi-autoregressive block length (default: one block if it fits the context, else half a context).")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 1.0,
+    temperature: options.TemperatureOpt = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling: keep the most likely tokens up to this mass, in (0, 1].")] = 1.0,
-    seed: Annotated[Optional[int], typer.Option(help="Seed; the same seed gives the same samples (default: random, printed with --json).")] = None,
+    seed: options.SeedOpt = None,
     score: Annotated[bool, typer.Option("--score", help="Also report generative perplexity under --judge and unigram entropy.")] = False,
-    judge: Annotated[Optional[str], typer.Option(help="Judge for --score: an AR run folder (atat train --method ar) or a Hugging Face causal LM name.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object; no progress bar.")] = False,
+    judge: options.JudgeOpt = None,
+    json_out: options.JsonOpt = False,
 ):
     """Generate text with a chosen sampler; prints the samples (the prompt, then what was generated).
 
@@ -36,9 +37,14 @@ def sample(
     NFE counts network evaluations: per sample, and in total as batched calls. AR runs sample left
     to right with a KV cache.
 
+    By default: the ancestral sampler (confidence with --adaptive), 64 steps per block, the rest of
+    one context after the prompt (nothing more when the prompt has [MASK]s to fill in), and a new
+    seed each time (printed with --json). --judge implies --score.
+
     Examples:
       atat sample --prompt "The future of AI is"
       atat sample --prompt "The [MASK]*5 sat on the mat." --sampler confidence --steps 8
+      atat sample --sampler confidence --time-grid cosine --steps 32
       atat sample --sampler confidence --adaptive threshold --threshold 0.9 --num-samples 8 --json
       atat sample --num-samples 16 --steps 128 --score --judge runs/ar-tiny-pydocs
     """
@@ -56,7 +62,7 @@ def sample(
         raise AtatError("--score needs a judge", "pass --judge RUN (an AR run: atat train --method ar) or --judge gpt2")
     settings = SamplerSettings(
         sampler=sampler or ("confidence" if adaptive else "ancestral"), steps=64 if steps is None else steps,
-        adaptive=adaptive, threshold=threshold, gamma=gamma, metric=metric, grid=schedule,
+        adaptive=adaptive, threshold=threshold, gamma=gamma, metric=metric, grid=time_grid,
         temperature=temperature, top_p=top_p).validate()
     device = default_device()
     trained = load_run(run, device)

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from atat_cli.cli import options
 from atat_cli.cli.output import log, out, print_json
 
 
 def train(
-    size: Annotated[Optional[str], typer.Option(help="Model size preset: test, tiny, small, medium (see `atat config list`).")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Corpus name (default pydocs, prepared on first use).")] = None,
-    method: Annotated[Optional[str], typer.Option(help="mdlm (masked diffusion), atat (MDLM + adaptive time-aware masking) or ar (autoregressive baseline).")] = None,
+    size: options.SizeOpt = None,
+    data: options.DataOpt = None,
+    method: options.MethodOpt = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Optimiser steps (train.max_steps).")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<method>-<size>-<data>).")] = None,
+    out_dir: options.OutDirOpt = None,
     config: Annotated[Optional[str], typer.Option(help="YAML file of config sections, or a shipped preset such as atat/no_curriculum (see `atat config list`).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key, e.g. --set optim.lr=1e-3 (repeatable).")] = None,
+    overrides: options.OverridesOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (or the newest matching run) from its last checkpoint.")] = False,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for initialisation, data order and noise (train.seed).")] = None,
+    seed: options.SeedOpt = None,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile (train.compile).")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary; no progress bar.")] = False,
+    json_out: options.JsonOpt = False,
 ):
     """Train a model. Precedence: defaults < size preset < --config < --set < flags.
+
+    --data sets data.name (default pydocs) and --seed train.seed (initialisation, data order and
+    noise). The run is written to --out, by default runs/<method>-<size>-<data>, numbered -2, -3,
+    ... so that a new training never reuses a finished run's folder (with --resume: the newest).
 
     Example: atat train --size tiny --max-steps 300
     """
