@@ -17,10 +17,3 @@ def require(ok: bool, message: str, hint: str | None = None) -> None:
     earlier one: the first that fails raises."""
     if not ok:
         raise AtatError(message, hint)
-
-
-def raise_first_failure(checks) -> None:
-    """Validate once at the edge: `checks` is (ok, message, hint) triples; the first failure raises."""
-    for ok, message, hint in checks:
-        if not ok:
-            raise AtatError(message, hint)

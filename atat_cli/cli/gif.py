@@ -46,7 +46,7 @@ def gif(
       atat gif --sampler ancestral --steps 128 --every 2 --format mp4
     """
     from atat_cli.device import default_device
-    from atat_cli.errors import AtatError, raise_first_failure
+    from atat_cli.errors import AtatError, require
     from atat_cli.runs import load_run
     from atat_cli.sampling import SamplerSettings
     from atat_cli.viz.gif import MARGIN, check_writable, denoising_frames, write_animation, write_pngs
@@ -57,12 +57,10 @@ def gif(
         from atat_cli.viz.gif import require_ffmpeg
 
         require_ffmpeg()  # before the sampling, not after it
-    raise_first_failure([
-        (fps > 0, f"--fps must be positive (got {fps})", None),
-        (hold >= 0, f"--hold must be at least 0 seconds (got {hold})", None),
-        (width >= 20 * MARGIN, f"--width must be at least {20 * MARGIN} pixels (got {width})", None),
-        (every is None or every >= 1, f"--every must be at least 1 (got {every})", None),
-    ])
+    require(fps > 0, f"--fps must be positive (got {fps})")
+    require(hold >= 0, f"--hold must be at least 0 seconds (got {hold})")
+    require(width >= 20 * MARGIN, f"--width must be at least {20 * MARGIN} pixels (got {width})")
+    require(every is None or every >= 1, f"--every must be at least 1 (got {every})")
     out_path = Path(f"denoise.{fmt}") if out_path is None else out_path
     check_writable(out_path)
     if frames_dir is not None and frames_dir.exists() and not frames_dir.is_dir():
