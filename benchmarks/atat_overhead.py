@@ -3,9 +3,10 @@
     python benchmarks/atat_overhead.py                       # the recorded run (docs/benchmarks.md)
     python benchmarks/atat_overhead.py --steps 20 --seeds 1  # a quick look
 
-Part 1 times training steps of `tiny` (forward, backward, clipping, AdamW) for MDLM and ATAT full
-on the same random batches, interleaved round by round so that machine noise hits both alike,
-and reports the median step time of each and their ratio.
+Part 1 times the trainer's own step (`Trainer.train_step()`: forward, backward, clipping, AdamW,
+LR schedule, EMA) of `tiny` for MDLM and ATAT full on the default corpus, interleaved round by
+round so that machine noise hits both alike, and reports the median step time of each and their
+ratio.
 
 Part 2 trains MDLM and ATAT full with the real trainer on the default corpus for the same number
 of steps (so the same number of tokens) for each seed, then evaluates every run with the
@@ -27,53 +28,43 @@ from pathlib import Path
 import torch
 
 from atat_cli.config import load_config
-from atat_cli.device import autocast, resolve_precision
-from atat_cli.models import build_model, count_parameters, importance_estimator_of
-from atat_cli.objectives import build_objective
+from atat_cli.device import resolve_precision
+from atat_cli.models import count_parameters, importance_estimator_of
 from atat_cli.runs import evaluate_run
 from atat_cli.training import Trainer
 
 VARIANTS = {"MDLM": ("mdlm", None), "ATAT full": ("atat", "atat/full")}
 
 
-def step_times(size: str, rounds: int, vocab: int, precision: str) -> dict:
-    device = torch.device("cpu")
-    setups = {}
+def step_times(size: str, rounds: int, precision: str) -> dict:
+    """Median `Trainer.train_step()` time of each variant (the trainer's own step: forward,
+    backward, clipping, AdamW, LR schedule, EMA), interleaved round by round."""
+    trainers = {}
     for name, (method, preset) in VARIANTS.items():
-        torch.manual_seed(0)
-        cfg = load_config(size, method, config_file=preset)
-        model = build_model(cfg, vocab)
-        setups[name] = dict(model=model, objective=build_objective(cfg, vocab, 0),
-                            opt=torch.optim.AdamW(model.parameters(), lr=1e-4),
-                            gen=torch.Generator().manual_seed(0), cfg=cfg)
-    batch = torch.randint(0, vocab, (cfg.train.batch_size, cfg.model.seq_len), generator=torch.Generator().manual_seed(0))
+        cfg = load_config(size, method, config_file=preset,
+                          overrides=["train.max_steps=1000000", f"train.precision={precision}"])
+        trainers[name] = Trainer(cfg, progress=False, log=lambda *a, **k: None)
 
-    def one_step(s) -> float:
+    def one_step(trainer) -> float:
         start = time.perf_counter()
-        s["objective"].begin_step(0, 1)
-        with autocast(device, precision):
-            loss, _ = s["objective"].loss(s["model"], batch, s["gen"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(s["model"].parameters(), 1.0)
-        s["opt"].step()
-        s["opt"].zero_grad(set_to_none=True)
+        trainer.train_step()
         return time.perf_counter() - start
 
-    for s in setups.values():  # warm-up
-        one_step(s)
-    times = {name: [] for name in setups}
+    for trainer in trainers.values():  # warm-up
+        one_step(trainer)
+    times = {name: [] for name in trainers}
     for _ in range(rounds):
-        for name, s in setups.items():
-            times[name].append(one_step(s))
+        for name, trainer in trainers.items():
+            times[name].append(one_step(trainer))
     median = {name: statistics.median(t) for name, t in times.items()}
-    atat_model = setups["ATAT full"]["model"]
+    mdlm_cfg = trainers["MDLM"].cfg
     return {
         "precision": precision,
-        "tokens_per_step": batch.numel(),
+        "tokens_per_step": mdlm_cfg.train.batch_size * mdlm_cfg.model.seq_len,
         "median_step_s": median,
         "ratio": median["ATAT full"] / median["MDLM"],
-        "estimator_params": count_parameters(importance_estimator_of(atat_model)),
-        "denoiser_params": count_parameters(setups["MDLM"]["model"]),
+        "estimator_params": count_parameters(importance_estimator_of(trainers["ATAT full"].model)),
+        "denoiser_params": count_parameters(trainers["MDLM"].model),
     }
 
 
@@ -119,7 +110,7 @@ def main() -> None:
     precision = resolve_precision("auto", torch.device("cpu"))
     load = os.getloadavg()[0]
     print(f"load average before: {load:.2f}; torch {torch.__version__}, {torch.get_num_threads()} threads, {precision}")
-    timing = step_times(args.size, args.rounds, 8192, precision)
+    timing = step_times(args.size, args.rounds, precision)
     print(json.dumps(timing), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         rows = compare(args.size, args.steps, list(range(args.seeds)), args.mc, Path(tmp))

@@ -8,11 +8,11 @@ One run measures, side by side:
    bf16, best of a few repeats before and again after the training rows, with
    torch.get_num_threads() threads.
 2. Training tokens/s for {DiT (mdlm), AR (ar)} x {fp32, bf16 autocast, bf16 autocast +
-   torch.compile}. A timed step is the trainer's step (atat_cli/training/trainer.py
-   `_train_step`): zero_grad, objective.loss forward under autocast, backward,
-   clip_grad_norm_, the finite-norm check, AdamW step, LR-scheduler step, EMA update. Batches
-   are uniform random token ids over the vocabulary (default 8192, the pydocs BPE size). As in
-   the trainer, only the model is wrapped in torch.compile; loss, optimiser and EMA are eager.
+   torch.compile}. A timed step is `Trainer.train_step()` itself (atat_cli/training/trainer.py):
+   zero_grad, the next batch of the corpus (default pydocs, its 8192-token BPE), objective.loss
+   forward under autocast, backward, clip_grad_norm_, the finite-norm check, AdamW step,
+   LR-scheduler step, EMA update. As in the trainer, only the model is wrapped in
+   torch.compile; loss, optimiser and EMA are eager.
    Warm-up steps (which include compilation) are excluded. The timed steps are split into
    rounds that visit every configuration in turn, so a slow patch of machine load hits all
    rows alike; the table reports the median step time.
@@ -51,11 +51,9 @@ import traceback
 import torch
 
 from atat_cli.config import load_config
-from atat_cli.device import autocast, cpu_has_bf16_matmul
-from atat_cli.models import build_model, count_parameters
-from atat_cli.objectives import build_objective
-from atat_cli.training.ema import EMA
-from atat_cli.training.trainer import lr_factor
+from atat_cli.device import cpu_has_bf16_matmul
+from atat_cli.models import count_parameters
+from atat_cli.training import Trainer
 
 MODES = ("fp32", "bf16", "bf16+compile")
 METHODS = ("mdlm", "ar")
@@ -109,32 +107,21 @@ def flops_per_token(model, cfg) -> dict:
 
 
 class Setup:
-    """Model + objective + AdamW + scheduler + EMA for one (method, mode), stepping like the trainer."""
+    """A Trainer for one (method, mode): every timed step is `Trainer.train_step()` itself."""
 
-    def __init__(self, size: str, method: str, mode: str, vocab: int, batch: int | None, seed: int):
-        overrides = ["train.max_steps=1000000"]
+    def __init__(self, size: str, method: str, mode: str, data: str, batch: int | None, seed: int):
+        overrides = ["train.max_steps=1000000", f"data.name={data}", f"train.seed={seed}",
+                     f"train.precision={'fp32' if mode == 'fp32' else 'bf16'}",
+                     f"train.compile={'true' if mode == 'bf16+compile' else 'false'}"]
         if batch:
             overrides.append(f"train.batch_size={batch}")
         self.cfg = cfg = load_config(size, method, overrides=overrides)
         self.method, self.mode = method, mode
         self.name = f"{MODEL_NAME[method]} {mode}"
-        self.device = torch.device("cpu")
-        self.precision = "fp32" if mode == "fp32" else "bf16"
-        torch.manual_seed(seed)
-        self.model = build_model(cfg, vocab).to(self.device)
-        self.ema = EMA(self.model, cfg.optim.ema) if cfg.optim.ema > 0 else None
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                           weight_decay=cfg.optim.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, cfg.optim, cfg.train.max_steps))
-        self.objective = build_objective(cfg, vocab, eos_id=0)
-        self.noise = torch.Generator().manual_seed(seed + 1)
-        data = torch.Generator().manual_seed(seed + 2)
-        shape = (cfg.train.batch_size, cfg.model.seq_len)
-        self.batches = [torch.randint(0, vocab, shape, generator=data) for _ in range(8)]
-        self.tokens_per_step = shape[0] * shape[1]
-        self.forward_model = torch.compile(self.model) if mode == "bf16+compile" else self.model
-        self.step_count = 0
+        self.trainer = Trainer(cfg, progress=False, log=lambda *a, **k: None)
+        self.model = self.trainer.model
+        self.vocab = self.trainer.data.vocab_size
+        self.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.seq_len
         self.times: list[float] = []
         self.cpu_times: list[float] = []  # process CPU seconds per timed step (all threads)
         self.error: str | None = None
@@ -142,27 +129,11 @@ class Setup:
 
     def step(self) -> float:
         """One trainer step; returns its wall time in seconds."""
-        cfg = self.cfg
-        x0 = self.batches[self.step_count % len(self.batches)]
         t0, c0 = time.perf_counter(), time.process_time()
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device, self.precision):
-            loss, metrics = self.objective.loss(self.forward_model, x0, self.noise)
-        loss.backward()
-        totals = {k: v.float() for k, v in metrics.items()}
-        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        if not torch.isfinite(grad_norm):
-            raise RuntimeError(f"non-finite gradient norm at step {self.step_count + 1}")
-        self.optimizer.step()
-        self.scheduler.step()
-        self.step_count += 1
-        if self.ema:
-            self.ema.update(self.model, self.step_count)
+        metrics = self.trainer.train_step()
         elapsed = time.perf_counter() - t0
         self.last_cpu = time.process_time() - c0
-        self.last_loss = float(loss.detach())
-        del totals
+        self.last_loss = float(metrics["nelbo" if self.method != "ar" else "nll"][-1])
         return elapsed
 
     def run(self, n: int, record: bool) -> None:
@@ -183,26 +154,10 @@ class Setup:
 
 
 def profile_step(setup: Setup, rows: int) -> str:
-    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch.profiler import ProfilerActivity, profile
 
-    s = setup
-    x0 = s.batches[0]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        s.optimizer.zero_grad(set_to_none=True)
-        with record_function("phase: forward+loss"):
-            with autocast(s.device, s.precision):
-                loss, _ = s.objective.loss(s.forward_model, x0, s.noise)
-        with record_function("phase: backward"):
-            loss.backward()
-        with record_function("phase: clip_grad_norm"):
-            grad_norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.cfg.optim.grad_clip or float("inf"))
-            torch.isfinite(grad_norm).item()
-        with record_function("phase: adamw"):
-            s.optimizer.step()
-            s.scheduler.step()
-        with record_function("phase: ema"):
-            if s.ema:
-                s.ema.update(s.model, s.step_count + 1)
+        setup.trainer.train_step()
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
@@ -234,7 +189,7 @@ def fmt_int(x) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", default="tiny", help="size preset (test, tiny, small, medium)")
-    p.add_argument("--vocab", type=int, default=8192, help="vocabulary size (default: the pydocs BPE, 8192)")
+    p.add_argument("--data", default="pydocs", help="corpus the batches come from (prepared on first use)")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     p.add_argument("--steps", type=int, default=0,
                    help="timed steps per configuration (default 0: as many as fit in --seconds, at least 2 per round)")
@@ -273,7 +228,7 @@ def main(argv=None) -> int:
     setups: list[Setup] = []
     for method in methods:
         for mode in modes:
-            s = Setup(args.size, method, mode, args.vocab, args.batch_size, args.seed)
+            s = Setup(args.size, method, mode, args.data, args.batch_size, args.seed)
             t0 = time.perf_counter()
             s.run(max(args.warmup, 1), record=False)
             s.warmup_seconds = time.perf_counter() - t0
@@ -307,7 +262,7 @@ def main(argv=None) -> int:
     for s in setups:
         fl = flops_per_token(s.model, s.cfg)
         row = {"model": MODEL_NAME[s.method], "method": s.method, "mode": s.mode, "size": s.cfg.size,
-               "batch_size": s.cfg.train.batch_size, "seq_len": s.cfg.model.seq_len, "vocab": args.vocab,
+               "batch_size": s.cfg.train.batch_size, "seq_len": s.cfg.model.seq_len, "vocab": s.vocab, "data": args.data,
                "tokens_per_step": s.tokens_per_step, "warmup_seconds": round(s.warmup_seconds, 2),
                "steps": len(s.times), "error": s.error, **fl}
         if s.times and not s.error:
@@ -346,7 +301,7 @@ def main(argv=None) -> int:
     out = []
     first = setups[0]
     out.append(f"Size `{args.size}`: batch {first.cfg.train.batch_size} x seq {first.cfg.model.seq_len} = "
-               f"{first.tokens_per_step} tokens/step, vocab {args.vocab}; torch {info['torch']}, "
+               f"{first.tokens_per_step} tokens/step, {args.data} (vocab {first.vocab}); torch {info['torch']}, "
                f"{info['threads']} threads; {info.get('cpu', '?')}.")
     out.append("")
     out.append(f"Matmul peak ({n}x{n}x{n}, best of 5 before and 5 after the training rows): fp32 **{peak['fp32']:.1f}** GFLOP/s, "
@@ -387,7 +342,7 @@ def main(argv=None) -> int:
     if args.profile:
         prof_setup = next((s for s in setups if s.method == "mdlm" and s.mode == "bf16" and not s.error), None)
         if prof_setup is None:
-            prof_setup = Setup(args.size, "mdlm", "bf16", args.vocab, args.batch_size, args.seed)
+            prof_setup = Setup(args.size, "mdlm", "bf16", args.data, args.batch_size, args.seed)
             prof_setup.run(2, record=False)
         print("\nProfile of one eager DiT bf16 step (self CPU time):\n")
         print(profile_step(prof_setup, rows=40))
