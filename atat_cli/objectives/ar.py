@@ -9,6 +9,6 @@ class ARObjective(Objective):
     def __init__(self, bos_id: int):
         self.bos_id = bos_id
 
-    def loss(self, model, x0, generator):
+    def loss(self, model, x0, generator, diagnostics=True):
         loss = ar_token_nll(model, x0, self.bos_id).mean()
         return loss, {"nll": loss.detach()}

@@ -72,7 +72,7 @@ class ATATObjective(Objective):
         if self.curriculum is not None and state.get("curriculum"):
             self.curriculum.load_state_dict(state["curriculum"])
 
-    def loss(self, model, x0, generator):
+    def loss(self, model, x0, generator, diagnostics=True):
         cfg = self.atat
         t = sample_times(x0.shape[0], self.eps, self.antithetic, generator, x0.device)
         rate = self.schedule.mask_rate(t)
@@ -85,7 +85,8 @@ class ATATObjective(Objective):
         logits, masked, nll, terms = out.logits, out.masked, out.nll, out.terms
         nelbo = terms.mean()
         metrics = {"nelbo": nelbo.detach(), "mask_rate": masked.float().mean(), "mask_rate_scheduled": rate.mean()}
-        metrics.update(band_metrics(logits, x0, masked, terms.detach(), rate, self.schedule.loss_weight(t)))
+        if diagnostics:
+            metrics.update(band_metrics(logits, x0, masked, terms.detach(), rate, self.schedule.loss_weight(t)))
         loss = nelbo
         if self.curriculum is not None:
             weights = self.curriculum.weights(s.detach(), self.progress)

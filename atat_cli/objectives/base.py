@@ -23,8 +23,11 @@ def loss_name(method: str) -> str:
 
 class Objective(ABC):
     @abstractmethod
-    def loss(self, model, x0: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        """Scalar loss for a clean batch x0 (B, T) and a dict of detached scalar tensors to log."""
+    def loss(self, model, x0: torch.Tensor, generator: torch.Generator,
+             diagnostics: bool = True) -> tuple[torch.Tensor, dict]:
+        """Scalar loss for a clean batch x0 (B, T) and a dict of detached scalar tensors to log.
+        `diagnostics=False` skips what only the logs need (the per-band metrics cost a softmax
+        over every masked row); the loss and its random draws are the same either way."""
 
     # Hooks for objectives that depend on training progress (ATAT's curriculum); no-ops here.
     def begin_step(self, step: int, max_steps: int) -> None:

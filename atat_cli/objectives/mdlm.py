@@ -15,11 +15,12 @@ class MDLMObjective(Objective):
         self.antithetic = diffusion_cfg.antithetic
         self.mask_id = mask_id
 
-    def loss(self, model, x0, generator):
+    def loss(self, model, x0, generator, diagnostics=True):
         t = sample_times(x0.shape[0], self.eps, self.antithetic, generator, x0.device)
         out = nelbo_terms(model, x0, t, self.schedule, self.mask_id, generator)
         loss = out.terms.mean()  # mean over all tokens, as MDLM
         metrics = {"nelbo": loss.detach(), "mask_rate": out.masked.float().mean()}
-        metrics.update(band_metrics(out.logits, x0, out.masked, out.terms.detach(), self.schedule.mask_rate(t),
-                                    self.schedule.loss_weight(t)))
+        if diagnostics:
+            metrics.update(band_metrics(out.logits, x0, out.masked, out.terms.detach(), self.schedule.mask_rate(t),
+                                        self.schedule.loss_weight(t)))
         return loss, metrics

@@ -155,13 +155,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         collected: dict[str, list] = {}
         self.objective.begin_step(self.step, cfg.train.max_steps)
+        # diagnostics (per-band metrics) only on the steps whose metrics are written
+        logged = (self.step + 1) % cfg.train.log_every == 0 or self.step + 1 == cfg.train.max_steps
         for micro in range(cfg.train.grad_accum):
             x0 = self.loader.next_batch().to(self.device, non_blocking=True)
             last = micro == cfg.train.grad_accum - 1
             sync = self.forward_model.no_sync() if (self.dist.enabled and not last) else contextlib.nullcontext()
             with sync:
                 with autocast(self.device, self.precision):
-                    loss, metrics = self.objective.loss(self.forward_model, x0, self.noise)
+                    loss, metrics = self.objective.loss(self.forward_model, x0, self.noise, diagnostics=logged)
                 (loss / cfg.train.grad_accum).backward()
             for k, v in metrics.items():
                 collected.setdefault(k, []).append(v)
