@@ -149,3 +149,16 @@ def test_debug_shows_traceback(atat_home, capsys, monkeypatch):
 
     with pytest.raises(AtatError):
         main(["--debug", "train", "--size", "huge"])
+
+
+def test_train_ends_with_a_sample(atat_home, capsys):
+    code, out, err = run(capsys, *_train_args())
+    assert code == 0, err
+    sample = json.loads(out)["sample"]
+    assert isinstance(sample, str) and len(sample) > 0
+    code, out, _ = run(capsys, *_train_args("--no-sample"))
+    assert code == 0 and "sample" not in json.loads(out)
+    text_args = [a for a in _train_args("--out", str(atat_home / "runs" / "text")) if a != "--json"]
+    code, out, err = run(capsys, *text_args)
+    assert code == 0, err
+    assert "a sample of 64 tokens" in out

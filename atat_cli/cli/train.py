@@ -21,6 +21,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (or the newest matching run) from its last checkpoint.")] = False,
     seed: options.SeedOpt = None,
     compile: Annotated[bool, typer.Option("--compile", help="Use torch.compile (train.compile).")] = False,
+    sample: Annotated[bool, typer.Option("--sample/--no-sample", help="End by printing one short unconditional sample of the trained model.")] = True,
     json_out: options.JsonOpt = False,
 ):
     """Train a model. Precedence: defaults < size preset < --config < --set < flags.
@@ -53,6 +54,12 @@ def train(
     summary = {"run": str(run_dir), "step": result.step, "interrupted": result.interrupted,
                "best_val_nelbo": result.best_val, "checkpoint": str(result.last_checkpoint),
                "seconds": round(result.seconds, 2)}
+    if sample and not result.interrupted:
+        from atat_cli.device import default_device
+        from atat_cli.runs import load_run
+        from atat_cli.sampling import preview
+
+        summary["sample"] = preview(load_run(run_dir, default_device()))
     if json_out:
         print_json(summary)
     else:
@@ -62,5 +69,11 @@ def train(
         best = f"{result.best_val:.4f}" if result.best_val is not None else "n/a"
         out.print(f"{status}: {run_dir} at step {result.step}, best val {loss_name(cfg.method)} {best} nats/token "
                   f"({result.seconds:.0f} s). Next: atat eval {run_dir}")
+        if "sample" in summary:
+            from rich.rule import Rule
+            from rich.text import Text
+
+            out.print(Rule("a sample of 64 tokens (atat sample for more)", style="dim"))
+            out.print(Text(summary["sample"]))
     if result.interrupted:
         raise typer.Exit(130)

@@ -1,7 +1,7 @@
 """Generation: samplers for masked diffusion (ancestral with caching, confidence-, uncertainty-
 and importance-ordered, adaptive steps), prompts and infilling, AR decoding, quality metrics."""
 
-from atat_cli.sampling.generate import Generation, Sample, generate
+from atat_cli.sampling.generate import Generation, Sample, generate, preview
 from atat_cli.sampling.gumbel import gumbel_noise, sample_categorical, top_p_filter
 from atat_cli.sampling.prompts import Layout, build_layout
 from atat_cli.sampling.quality import generative_perplexity, load_judge, score_generation, unigram_entropy
@@ -21,5 +21,5 @@ from atat_cli.sampling.samplers import (
 
 __all__ = ["ADAPTIVE", "GRIDS", "METRICS", "SAMPLERS", "Generation", "Layout", "Sample", "SampleOutput",
            "SamplerSettings", "StepRecord", "build_layout", "generate", "generative_perplexity", "gumbel_noise",
-           "load_judge", "sample", "sample_autoregressive", "sample_categorical", "score_generation", "time_grid",
+           "load_judge", "preview", "sample", "sample_autoregressive", "sample_categorical", "score_generation", "time_grid",
            "top_p_filter", "uncertainty", "unigram_entropy"]

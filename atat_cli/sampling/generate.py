@@ -139,6 +139,12 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
                       trajectories if record else None)
 
 
+def preview(trained, length: int = 64, seed: int = 0) -> str:
+    """One short unconditional sample from the default sampler (one step per token): what
+    `atat train` prints when it ends, so that a newcomer sees what the model learned."""
+    return generate(trained, "", SamplerSettings(steps=length), length=length, seed=seed).samples[0].text
+
+
 def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings, generator, importance, schedule,
                      record):
     """Fill the layout left to right in blocks, each sampled inside a window of one context."""
