@@ -36,7 +36,7 @@ class ModelConfig:
     cond_dim: int = doc(128, "Width of the diffusion-time embedding that drives adaLN.")
     seq_len: int = doc(256, "Context length in tokens (training block length).")
     dropout: float = doc(0.0, "Dropout rate in attention output and MLP.")
-    attention: str = doc("auto", "Attention kernel: auto (flash-attn on CUDA if installed; explicit matmuls in bf16 on a CPU; else SDPA), sdpa, flash, matmul.")
+    attention: str = doc("auto", "Attention kernel: auto (flash-attn if installed, else SDPA), sdpa, flash.")
 
 
 @dataclass
@@ -159,8 +159,8 @@ class RunConfig:
         require((m.d_model // m.n_heads) % 2 == 0, "head width d_model / n_heads must be even (rotary embeddings)")
         require(m.cond_dim >= 1, f"model.cond_dim must be at least 1 (got {m.cond_dim})")
         require(m.mlp_ratio > 0, f"model.mlp_ratio must be > 0 (got {m.mlp_ratio})")
-        require(m.attention in ("auto", "sdpa", "flash", "matmul"), f"unknown attention '{m.attention}'",
-                "choose auto, sdpa, flash or matmul")
+        require(m.attention in ("auto", "sdpa", "flash"), f"unknown attention '{m.attention}'",
+                "choose auto, sdpa or flash")
         require(0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)")
         require(self.diffusion.schedule in SCHEDULES, f"unknown schedule '{self.diffusion.schedule}'",
                 f"choose one of: {', '.join(SCHEDULES)}")

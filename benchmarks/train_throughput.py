@@ -18,15 +18,18 @@ One run measures, side by side:
    rows alike; the table reports the median step time.
 3. Model FLOPs per token and MFU. Per token, forward + backward:
 
-       FLOPs/token = 6 * N_body  +  12 * n_layers * d_model * seq_len  +  6 * d_model * V_out
+       FLOPs/token = 6 * N_body  +  12 * n_layers * d_model * seq_len  +  6 * d_model * V_out * f
 
    N_body: weights applied to every token, i.e. all parameters except the token embedding,
    the output head (counted by the last term) and the per-sequence time-conditioning
    weights of the DiT (TimeEmbedding MLP and the adaLN projections act on one vector per
    sequence, so their cost per token is negligible; counting them as 6 * N would inflate the
    DiT's FLOPs by ~25% at tiny). The middle term is attention's QK^T and AV (PaLM appendix B,
-   counted in full for the causal AR model too, as is standard). V_out is the head's width:
-   vocab + 1 for the DiT (the mask id), vocab for AR.
+   counted in full for the causal AR model too, as is standard). V_out is the head's width
+   the step computes: the vocabulary (the DiT drops its mask-id column). f is the fraction of
+   positions the head runs at: 1 for AR; for the DiT, which computes logits at masked positions
+   only, the expected masking rate, E_t[1 - alpha(t)] = (1 - eps) / 2 ~ 0.5 under the default
+   log-linear schedule with t uniform (counting the head at every position would flatter its MFU).
    MFU = FLOPs/token * tokens/s / peak, where peak is the measured bf16 matmul GFLOP/s for the
    bf16 rows and the fp32 one for the fp32 rows.
 4. Ratios from the same run: bf16/fp32 speed-up, compile speed-up (bf16 + compile vs bf16),
@@ -88,7 +91,9 @@ def matmul_peak(n: int, dtype: torch.dtype, repeats: int, inner: int) -> float:
 def flops_per_token(model, cfg) -> dict:
     m = cfg.model
     head = model.final.linear
-    v_out = head.out_features
+    diffusion = cfg.method != "ar"
+    v_out = head.out_features - 1 if diffusion else head.out_features  # the DiT drops the mask-id logit
+    head_fraction = (1 - cfg.diffusion.eps) / 2 if diffusion else 1.0  # masked positions only
     per_sequence = 0
     for name, p in model.named_parameters():
         if name.startswith("time.") or ".adaLN." in name or name.startswith("final.adaLN"):
@@ -96,9 +101,9 @@ def flops_per_token(model, cfg) -> dict:
     head_params = sum(p.numel() for p in head.parameters())
     body = count_parameters(model, non_embedding=True) - head_params - per_sequence
     attention = 12 * m.n_layers * m.d_model * m.seq_len
-    head_flops = 6 * m.d_model * v_out
+    head_flops = 6 * m.d_model * v_out * head_fraction
     return {"params_total": count_parameters(model), "params_body": body, "params_per_sequence": per_sequence,
-            "params_head": head_params, "v_out": v_out,
+            "params_head": head_params, "v_out": v_out, "head_fraction": head_fraction,
             "flops_body": 6 * body, "flops_attention": attention, "flops_head": head_flops,
             "flops_per_token": 6 * body + attention + head_flops}
 

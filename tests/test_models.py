@@ -99,29 +99,3 @@ def test_ar_overfits_one_batch():
     losses, before, after = _overfit("ar")
     assert abs(losses[0] - math.log(V)) < 1e-4
     assert after < 0.1 * before
-
-
-@pytest.mark.parametrize("causal", [False, True])
-def test_matmul_attention_equals_sdpa(causal):
-    import torch.nn.functional as F
-
-    from atat_cli.models.layers import matmul_attention
-
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))  # (B, H, T, Dh)
-    expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    assert torch.allclose(matmul_attention(q, k, v, causal, 0.0), expected, atol=1e-5)
-
-
-@pytest.mark.parametrize("method", ["mdlm", "ar"])
-def test_attention_kernels_agree_in_a_model(method):
-    x = torch.randint(0, V, (2, 16))
-    outputs = []
-    for kernel in ("sdpa", "matmul"):
-        torch.manual_seed(0)
-        cfg = load_config("test", method, overrides=[f"model.attention={kernel}", "model.seq_len=16"])
-        model = build_model(cfg, V)
-        for p in model.parameters():  # zero-initialised heads would make any two kernels agree
-            torch.nn.init.normal_(p, std=0.1)
-        outputs.append(model(x) if method == "ar" else model(x, torch.full((2,), 0.5)))
-    assert torch.allclose(outputs[0], outputs[1], atol=1e-4)

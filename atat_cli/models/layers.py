@@ -63,40 +63,17 @@ class Attention(nn.Module):
         # With a cache and a single query the query attends to everything before it: no mask needed.
         causal = self.causal and (kv_cache is None or T > 1)
         if self._use_flash(q):
-            y = flash_attn_func(q, k, v, dropout_p=p, causal=causal)  # (B, T, H, Dh)
-        elif self._use_matmul(q, kv_cache):
-            y = matmul_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal, p).transpose(1, 2)
+            y = flash_attn_func(q, k, v, dropout_p=p, causal=causal)
         else:
             y = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=p, is_causal=causal
-            ).transpose(1, 2)  # (B, H, T, Dh) -> (B, T, H, Dh)
+            ).transpose(1, 2)
         return self.proj(y.reshape(B, T, C))
 
     def _use_flash(self, q: torch.Tensor) -> bool:
-        if self.kernel in ("sdpa", "matmul") or flash_attn_func is None:
+        if self.kernel == "sdpa" or flash_attn_func is None:
             return False
         return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
-
-    def _use_matmul(self, q: torch.Tensor, kv_cache) -> bool:
-        if self.kernel == "matmul":
-            return kv_cache is None
-        # auto: in bf16 on a CPU, SDPA's flash kernel is the slower one (see matmul_attention)
-        return self.kernel == "auto" and kv_cache is None and not q.is_cuda and q.dtype == torch.bfloat16
-
-
-def matmul_attention(q, k, v, causal: bool, dropout: float) -> torch.Tensor:
-    """softmax(q k^T / sqrt(Dh)) v with explicit products and an fp32 softmax; (B, H, T, Dh) in
-    and out. In bf16 on a CPU with bf16 matrix units this forward + backward took 20 ms against
-    35 ms for SDPA's CPU flash kernel (B 16, H 4, T 256, Dh 64, 2-core AMD EPYC); in fp32 SDPA
-    is the faster one, and on CUDA SDPA always is."""
-    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, T, T)
-    if causal:
-        T = q.shape[-2]
-        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-    if dropout:
-        probs = F.dropout(probs, dropout)
-    return probs @ v
 
 
 class MLP(nn.Module):
