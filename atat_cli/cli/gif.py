@@ -62,6 +62,9 @@ def gif(
     require(width >= 20 * MARGIN, f"--width must be at least {20 * MARGIN} pixels (got {width})")
     require(every is None or every >= 1, f"--every must be at least 1 (got {every})")
     out_path = Path(f"denoise.{fmt}") if out_path is None else out_path
+    require(out_path.suffix.lower() == f".{fmt}", f"--out {out_path} does not end in .{fmt}, the format written",
+            f"name it {out_path.with_suffix('.' + fmt).name}, or pass --format {'mp4' if fmt == 'gif' else 'gif'}"
+            " for the other format (PNG frames: --frames DIR)")
     check_writable(out_path)
     if frames_dir is not None and frames_dir.exists() and not frames_dir.is_dir():
         raise AtatError(f"--frames {frames_dir} exists and is not a folder")

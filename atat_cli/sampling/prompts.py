@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 from atat_cli.errors import AtatError
 
-PLACEHOLDER = re.compile(r"\[MASK\](?:\*(\d+))?")
+# `*` with whatever sign and digits follow, so that a malformed count ([MASK]*-3, [MASK]*) is an
+# error instead of one mask followed by the literal text
+PLACEHOLDER = re.compile(r"\[MASK\](\*[-+]?\d*)?")
 
 
 @dataclass
@@ -96,7 +98,11 @@ def build_layout(prompt: str, tokenizer, mask_id: int, seq_len: int, length: int
     pos = 0
     for match in PLACEHOLDER.finditer(prompt):
         add_text(prompt[pos : match.start()])
-        n = int(match.group(1)) if match.group(1) is not None else 1
+        count = match.group(1)
+        if count is not None and not count[1:].isdigit():
+            raise AtatError(f"'{match.group(0)}' has a malformed count",
+                            "use [MASK] for one token or [MASK]*N for N >= 1 tokens")
+        n = int(count[1:]) if count is not None else 1
         if n < 1:
             raise AtatError(f"'{match.group(0)}' asks for no tokens", "use [MASK] for one token or [MASK]*N for N >= 1")
         add_span(n)

@@ -35,6 +35,31 @@ def save_atomic(state: dict, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+TEMP_PATTERN = re.compile(r"^\..+\.tmp-(\d+)$")  # what save_atomic writes before the rename
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of saves that a dead process left half-written (gigabytes at
+    `small`). Call it while holding the run's lock, so no live training is writing them."""
+    removed = []
+    for path in Path(run_dir).glob(".*.tmp-*"):
+        m = TEMP_PATTERN.match(path.name)
+        if m and not _process_alive(int(m.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 def step_checkpoints(run_dir: Path) -> list[Path]:
     """Periodic checkpoints of a run, oldest first."""
     found = [(int(m.group(1)), p) for p in Path(run_dir).glob("step-*.pt") if (m := STEP_PATTERN.match(p.name))]

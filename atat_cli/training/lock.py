@@ -16,6 +16,8 @@ class RunLock:
         self.created_dir = False  # whether this lock's mkdir made the run folder (set on entry)
 
     def __enter__(self) -> RunLock:
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise AtatError(f"run folder {self.path.parent} is a file", "pass --out with a folder (new or empty)")
         self.path.parent.parent.mkdir(parents=True, exist_ok=True)
         try:  # mkdir is atomic: of two trainings started at once, exactly one creates the folder
             self.path.parent.mkdir()

@@ -7,14 +7,20 @@ is not installed is a clear error before training starts, not a crash at the fir
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from atat_cli.errors import AtatError
 
 
 class MetricSinks:
-    def __init__(self, run_dir: Path, train_cfg, config_dict: dict):
-        self.jsonl = open(Path(run_dir) / "metrics.jsonl", "a")
+    def __init__(self, run_dir: Path, train_cfg, config_dict: dict, start_step: int = 0):
+        """start_step: the step training continues from (0 for a new run). Records of later steps
+        (written after the checkpoint that a resume goes back to) are dropped, so that every step
+        appears once in metrics.jsonl."""
+        path = Path(run_dir) / "metrics.jsonl"
+        keep_records_up_to(path, start_step)
+        self.jsonl = open(path, "a")
         self.tensorboard = None
         self.wandb = None
         if train_cfg.tensorboard:
@@ -48,3 +54,21 @@ class MetricSinks:
             self.tensorboard.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def keep_records_up_to(path: Path, step: int) -> None:
+    """Rewrite a metrics.jsonl (atomically) without the records after `step`, and without a line
+    torn by a kill mid-write."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)

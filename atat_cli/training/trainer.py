@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from atat_cli.config import config_from_dict
 from atat_cli.data import BatchLoader, PreparedData, ensure_prepared
 from atat_cli.device import autocast, resolve_precision
 from atat_cli.errors import AtatError
@@ -25,7 +26,14 @@ from atat_cli.evaluation import evaluate_likelihood, summarize
 from atat_cli.models import build_model, count_parameters
 from atat_cli.objectives import build_objective, loss_name
 from atat_cli.progress import ProgressBar
-from atat_cli.training.checkpoint import latest_checkpoint, load_checkpoint, save_atomic, save_step_checkpoint
+from atat_cli.training.checkpoint import (
+    TEMP_PATTERN,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_stale_temp_files,
+    save_atomic,
+    save_step_checkpoint,
+)
 from atat_cli.training.distributed import DistEnv
 from atat_cli.training.ema import EMA
 from atat_cli.training.lock import RunLock
@@ -233,13 +241,18 @@ class Trainer:
         elif latest_checkpoint(self.run_dir) is not None:
             raise AtatError(f"{self.run_dir} already holds a training run",
                             "pass --resume to continue it, or --out NEW_DIR for a new run")
+        elif not _fresh_or_unsaved_run(self.run_dir):
+            raise AtatError(f"{self.run_dir} is not empty and is not an atat run folder",
+                            "pass --out with a new or empty folder; nothing in it was changed")
         if self.step >= cfg.train.max_steps:
             raise AtatError(f"the run is already at step {self.step} >= max_steps {cfg.train.max_steps}",
                             "pass a larger --max-steps to continue training")
         sinks = None
         if self.dist.is_main:
+            for path in remove_stale_temp_files(self.run_dir):
+                self.log(f"Removed {path.name}, left by an interrupted save")
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            sinks = MetricSinks(self.run_dir, cfg.train, cfg.to_dict())
+            sinks = MetricSinks(self.run_dir, cfg.train, cfg.to_dict(), start_step=self.step)
             self.log(f"Run folder: {self.run_dir}")
             self.log(f"Model: {cfg.method} {cfg.size}, {count_parameters(self.model) / 1e6:.2f}M parameters; "
                      f"data: {self.data.name} ({len(self.train_blocks)} train blocks of {cfg.model.seq_len}); "
@@ -297,6 +310,20 @@ class Trainer:
                 if self.step % cfg.train.save_every == 0 or end or self.interrupted:
                     last_path = self._save() or last_path
         return last_path
+
+
+def _fresh_or_unsaved_run(run_dir: Path) -> bool:
+    """Whether a new training may start in this folder: it holds nothing but its lock and stale
+    temporary files, or it is an atat run that stopped before its first checkpoint (its
+    config.yaml reads as an atat config), which then starts over."""
+    entries = [p for p in run_dir.iterdir() if p.name != ".lock" and not TEMP_PATTERN.match(p.name)]
+    if not entries:
+        return True
+    try:
+        config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    except (OSError, yaml.YAMLError, AtatError, TypeError, AttributeError):
+        return False
+    return True
 
 
 def _nanmean(values: list[torch.Tensor]) -> float:

@@ -1,0 +1,99 @@
+"""A run folder is never overwritten or mixed up by mistake: --out a foreign folder or a file is
+refused untouched, an atat run that died before its first checkpoint starts over cleanly,
+every step appears once in metrics.jsonl after a resume, and half-written temp files of dead
+processes are removed. Also the small input checks that protect outputs (gif suffix, [MASK]*N)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from atat_cli.cli.app import main
+from atat_cli.config import load_config
+from atat_cli.data.tokenizer import Tokenizer
+from atat_cli.errors import AtatError
+from atat_cli.sampling import build_layout
+from atat_cli.training import Trainer
+from atat_cli.training.checkpoint import step_checkpoints
+
+from conftest import FAST
+
+
+def _cfg(steps, *extra):
+    return load_config("test", "mdlm", overrides=FAST + [f"train.max_steps={steps}", *extra])
+
+
+def _train(run_dir, steps, resume=False, *extra):
+    return Trainer(_cfg(steps, *extra), run_dir, resume=resume, progress=False, log=lambda *a, **k: None).run()
+
+
+def _steps(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in records if "loss" in r]
+
+
+def test_a_foreign_folder_is_refused_untouched(atat_home):
+    folder = atat_home / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    (folder / "config.yaml").write_text("hello: world\n")
+    with pytest.raises(AtatError, match="is not empty and is not an atat run folder"):
+        _train(folder, 2)
+    assert sorted(p.name for p in folder.iterdir() if p.name != ".lock") == ["config.yaml", "notes.txt"]
+    assert (folder / "config.yaml").read_text() == "hello: world\n"
+
+
+def test_out_pointing_at_a_file_is_a_clear_error(atat_home):
+    target = atat_home / "afile"
+    target.write_text("x")
+    with pytest.raises(AtatError, match="is a file"):
+        _train(target, 2)
+    assert target.read_text() == "x"
+
+
+def test_a_run_that_never_saved_starts_over(atat_home):
+    run_dir = atat_home / "unsaved"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(_cfg(2).to_dict()))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in (1, 2, 3)))
+    _train(run_dir, 2)
+    assert _steps(run_dir) == [1, 2]
+
+
+def test_every_step_appears_once_after_a_resume(atat_home):
+    run_dir = atat_home / "resumed"
+    _train(run_dir, 4, False, "train.save_every=2")
+    step_checkpoints(run_dir)[-1].unlink()  # as if killed after logging steps 3-4, before saving step 4
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')  # and a line torn by the kill
+    _train(run_dir, 4, True, "train.save_every=2")
+    assert _steps(run_dir) == [1, 2, 3, 4]
+
+
+def test_temp_files_of_dead_saves_are_removed(atat_home):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = atat_home / "tmpfiles" / f".step-00000002.pt.tmp-{int(dead.stdout)}"
+    stale.parent.mkdir()
+    stale.write_bytes(b"half a checkpoint")
+    _train(stale.parent, 2)
+    assert not stale.exists() and step_checkpoints(stale.parent)
+
+
+def test_gif_suffix_must_match_the_format(atat_home, capsys):
+    code = main(["gif", "--out", str(atat_home / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 1 and "does not end in .gif" in err
+    assert not (atat_home / "x.png").exists()
+
+
+@pytest.mark.parametrize("prompt", ["a [MASK]*-3 b", "a [MASK]* b", "a [MASK]*+2 b"])
+def test_malformed_mask_counts_are_errors(prompt):
+    with pytest.raises(AtatError, match="malformed count"):
+        build_layout(prompt, Tokenizer.bytes(), 257, seq_len=32)
+
+
+def test_well_formed_mask_counts_still_parse():
+    layout = build_layout("The [MASK]*3 sat.", Tokenizer.bytes(), 257, seq_len=32)
+    assert layout.ids.count(257) == 3
