@@ -252,7 +252,11 @@ def parse_override(item: str) -> dict:
     if "=" not in item:
         raise AtatError(f"--set expects key=value, got '{item}'", "example: --set train.batch_size=8")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise AtatError(f"--set {item}: the value is not valid YAML ({str(e).splitlines()[0]})",
+                        f"quote it: --set {key}='\"{raw}\"'") from None
     nested: dict = value
     for part in reversed(key.strip().split(".")):
         nested = {part: nested}

@@ -97,3 +97,45 @@ def test_malformed_mask_counts_are_errors(prompt):
 def test_well_formed_mask_counts_still_parse():
     layout = build_layout("The [MASK]*3 sat.", Tokenizer.bytes(), 257, seq_len=32)
     assert layout.ids.count(257) == 3
+
+
+def test_a_full_disk_during_a_save_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from atat_cli.training import checkpoint
+
+    path = tmp_path / "step-00000002.pt"
+    checkpoint.save_atomic({"model": {}, "config": {}}, path)
+    before = path.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(AtatError, match="no space left on the device") as e:
+        checkpoint.save_atomic({"model": {}, "config": {}}, path)
+    assert "previous checkpoint is intact" in e.value.hint
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_set_with_broken_yaml_is_one_clear_error():
+    from atat_cli.config import parse_override
+
+    with pytest.raises(AtatError, match="not valid YAML"):
+        parse_override("optim.lr=[1")
+
+
+def test_a_prompt_that_is_not_utf8_is_one_clear_error():
+    with pytest.raises(AtatError, match="not valid UTF-8"):
+        build_layout("caf\udce9", Tokenizer.bytes(), 257, seq_len=32)
+
+
+def test_data_info_checks_the_name_and_the_token_files(atat_home, capsys):
+    code = main(["data", "info", "../data/tinytext"])
+    assert code == 1 and "invalid corpus name" in capsys.readouterr().err
+    train_bin = atat_home / "data" / "tinytext" / "train.bin"
+    train_bin.write_bytes(train_bin.read_bytes()[:100])
+    code = main(["data", "info", "tinytext"])
+    assert code == 1 and "does not match meta.json" in capsys.readouterr().err

@@ -115,15 +115,9 @@ def info(
 
     Example: atat data info pydocs
     """
-    from ..data import PreparedData
-    from ..errors import AtatError
-    from ..paths import data_root
+    from ..data import open_prepared
 
-    path = data_root() / name
-    if not (path / "meta.json").is_file():
-        raise AtatError(f"corpus '{name}' is not prepared (nothing at {path})",
-                        hint=f"atat data fetch {name}")
-    _show(PreparedData(path), json_out)
+    _show(open_prepared(name), json_out)
 
 
 def _show(data, json_out: bool) -> None:

@@ -12,11 +12,11 @@ a prepared corpus), loader.py (batches), console.py (logs and progress on stderr
 
 from .loader import BatchLoader
 from .prepare import ensure_prepared
-from .prepared import PreparedData, prepared_corpora
+from .prepared import PreparedData, open_prepared, prepared_corpora
 from .registry import CORPORA, CorpusSpec, get_corpus
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = [
     "CORPORA", "CorpusSpec", "get_corpus", "Tokenizer", "load_tokenizer", "ensure_prepared",
-    "PreparedData", "BatchLoader", "prepared_corpora",
+    "PreparedData", "BatchLoader", "open_prepared", "prepared_corpora",
 ]

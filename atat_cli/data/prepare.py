@@ -12,7 +12,6 @@ crash can leave a stray temp folder behind but never a half-prepared corpus that
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from ..errors import AtatError
 from ..paths import data_root
 from .console import log
-from .prepared import PreparedData, redo_command
+from .prepared import PreparedData, check_name, redo_command
 from .registry import CORPORA, DEFAULT_BPE_VOCAB, SPLITS, get_corpus
 from .sources import DocumentSource, LocalFiles, corpus_source, each_text
 from .tokenize import token_dtype, tokenize_splits
@@ -41,7 +40,7 @@ def ensure_prepared(name: str, *, files=None, tokenizer: str | None = None,
     preparation is reused when it matches the requested settings (and, for files, the same
     files); force=True rebuilds it.
     """
-    _check_name(name)
+    check_name(name)
     root = Path(root) if root else data_root()
     final = root / name
     prepared = (final / "meta.json").is_file()
@@ -59,13 +58,6 @@ def ensure_prepared(name: str, *, files=None, tokenizer: str | None = None,
         log(f"Preparing '{name}' again: it was prepared with other settings "
             f"(tokenizer {existing.meta['tokenizer']['name']}, source {existing.meta['source']})")
     return _prepare_in_place(root, name, source, tokenizer, vocab_size, progress)
-
-
-def _check_name(name: str) -> None:
-    """A corpus name is a folder name under the data root: no paths, no hidden folders."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise AtatError(f"invalid corpus name '{name}'",
-                        hint="use letters, digits, '.', '_' and '-', e.g. --name mycorpus")
 
 
 def _requested_source(name: str, files, prepared: bool) -> DocumentSource | None:

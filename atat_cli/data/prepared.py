@@ -12,6 +12,7 @@ meta.json is written last (see prepare.py), so a folder with one is a finished p
 """
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,8 @@ class PreparedData:
             np.dtype(self.meta["dtype"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise AtatError(f"corrupt {meta_path} ({type(e).__name__}: {e})", hint=redo) from None
+        for split in self.meta["splits"]:  # a truncated or missing token file is damage too
+            self._token_file(split)
 
     def __repr__(self):
         return f"PreparedData({str(self.path)!r})"
@@ -72,14 +75,20 @@ class PreparedData:
                             hint=f"splits: {', '.join(self.meta['splits'])}")
         return self.meta["splits"][split]
 
+    def _token_file(self, split: str) -> Path:
+        """The split's token file, checked against the count in meta.json."""
+        n = self._split_meta(split)["tokens"]
+        file = self.path / f"{split}.bin"
+        if not file.is_file() or file.stat().st_size != n * np.dtype(self.meta["dtype"]).itemsize:
+            raise AtatError(f"{file} is missing or does not match meta.json",
+                            hint=redo_hint(self.path.name))
+        return file
+
     def tokens(self, split: str) -> np.ndarray:
         """The flat token stream of a split, memory-mapped read-only (nothing is loaded)."""
         n = self._split_meta(split)["tokens"]
         dtype = np.dtype(self.meta["dtype"])
-        file = self.path / f"{split}.bin"
-        if not file.is_file() or file.stat().st_size != n * dtype.itemsize:
-            raise AtatError(f"{file} is missing or does not match meta.json",
-                            hint=redo_hint(self.path.name))
+        file = self._token_file(split)
         if n == 0:
             return np.zeros(0, dtype=dtype)  # np.memmap refuses empty files
         return np.memmap(file, dtype=dtype, mode="r", shape=(n,))
@@ -103,6 +112,22 @@ def redo_command(name: str) -> str:
     if name in CORPORA:
         return f"atat data fetch {name} --force"
     return f"atat data fetch FILES... --name {name} --force"
+
+
+def check_name(name: str) -> None:
+    """A corpus name is a folder name under the data root: no paths, no hidden folders."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise AtatError(f"invalid corpus name '{name}'",
+                        hint="use letters, digits, '.', '_' and '-', e.g. --name mycorpus")
+
+
+def open_prepared(name: str) -> PreparedData:
+    """The prepared corpus of that name under the data root, validated (what `atat data info` shows)."""
+    check_name(name)
+    path = data_root() / name
+    if not (path / "meta.json").is_file():
+        raise AtatError(f"corpus '{name}' is not prepared (nothing at {path})", hint=f"atat data fetch {name}")
+    return PreparedData(path)
 
 
 def redo_hint(name: str) -> str:

@@ -81,6 +81,10 @@ class Layout:
 def build_layout(prompt: str, tokenizer, mask_id: int, seq_len: int, length: int | None = None) -> Layout:
     """Parse a prompt into a token layout. `length`: tokens to generate after the text (default:
     the rest of one context for a prefix prompt, none for an infilling text)."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes from the command line arrive as surrogates
+        raise AtatError("the prompt is not valid UTF-8 text", "pass the prompt as UTF-8") from None
     if length is not None and length < 0:
         raise AtatError(f"length must be at least 0 (got {length})")
     pieces, ids = [], []

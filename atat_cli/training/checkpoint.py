@@ -10,6 +10,7 @@ run folder is something users share. A file that needs more than that is refused
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
@@ -31,6 +32,12 @@ def save_atomic(state: dict, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        # torch reports a full disk as a RuntimeError ("unexpected pos ...") from its zip writer
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "unexpected pos" in str(e):
+            raise AtatError(f"no space left on the device while writing {path}",
+                            "free some space and resume; the previous checkpoint is intact") from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
