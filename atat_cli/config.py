@@ -272,6 +272,17 @@ def resolve_config_file(name: str | Path) -> Path:
     return shipped if shipped.is_file() else path
 
 
+def shipped_preset(name: str) -> Path:
+    """The YAML file of a shipped preset (`sizes/tiny`, `atat/full`, or a size name alone); only
+    files inside configs/, so `../` names reach nothing else."""
+    stem = name.removesuffix(".yaml")
+    for candidate in (CONFIG_DIR / f"{stem}.yaml", CONFIG_DIR / "sizes" / f"{stem}.yaml"):
+        resolved = candidate.resolve()
+        if resolved.is_file() and resolved.is_relative_to(CONFIG_DIR.resolve()):
+            return resolved
+    raise AtatError(f"unknown preset '{name}'", "see `atat config list`")
+
+
 def preset_names(kind: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / kind).glob("*.yaml"))
 

@@ -139,3 +139,18 @@ def test_data_info_checks_the_name_and_the_token_files(atat_home, capsys):
     train_bin.write_bytes(train_bin.read_bytes()[:100])
     code = main(["data", "info", "tinytext"])
     assert code == 1 and "does not match meta.json" in capsys.readouterr().err
+
+
+def test_config_copy_reads_only_shipped_presets(tmp_path, capsys):
+    import os
+
+    from atat_cli.config import CONFIG_DIR
+
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("not a preset\n")
+    outside = os.path.relpath(secret, CONFIG_DIR).removesuffix(".yaml")  # ../../.../secret
+    code = main(["config", "copy", outside, str(tmp_path / "copy.yaml")])
+    assert code == 1 and "unknown preset" in capsys.readouterr().err
+    assert not (tmp_path / "copy.yaml").exists()
+    code = main(["config", "copy", "tiny", str(tmp_path)])
+    assert code == 1 and "is a folder" in capsys.readouterr().err

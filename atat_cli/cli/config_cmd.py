@@ -61,14 +61,12 @@ def copy(
 
     Example: atat config copy sizes/tiny my.yaml && atat train --config my.yaml
     """
-    from atat_cli.config import CONFIG_DIR
-    from atat_cli.errors import AtatError
+    from atat_cli.config import shipped_preset
+    from atat_cli.errors import AtatError, require
 
-    src = CONFIG_DIR / f"{name.removesuffix('.yaml')}.yaml"
-    if not src.is_file() and "/" not in name:
-        src = CONFIG_DIR / "sizes" / f"{name}.yaml"
-    if not src.is_file():
-        raise AtatError(f"unknown preset '{name}'", "see `atat config list`")
+    src = shipped_preset(name)
+    require(not dest.is_dir(), f"{dest} is a folder", "give a file name, e.g. my.yaml")
+    require(dest.parent.is_dir(), f"cannot write {dest}: {dest.parent} is not a folder", "create it first")
     if dest.exists() and not force:
         raise AtatError(f"{dest} exists", "pass --force to overwrite it")
     shutil.copyfile(src, dest)
