@@ -154,3 +154,28 @@ def test_config_copy_reads_only_shipped_presets(tmp_path, capsys):
     assert not (tmp_path / "copy.yaml").exists()
     code = main(["config", "copy", "tiny", str(tmp_path)])
     assert code == 1 and "is a folder" in capsys.readouterr().err
+
+
+def test_a_corpus_with_another_tokenizer_of_the_same_size_is_refused(atat_home, capsys):
+    import shutil
+
+    import torch
+
+    from atat_cli.data import ensure_prepared
+    from atat_cli.runs import evaluate_run, load_run
+
+    from conftest import write_corpus
+
+    a = ensure_prepared("bpe-a", files=[write_corpus(atat_home / "a", seed=1)], tokenizer="bpe", vocab_size=300,
+                        progress=False)
+    b = ensure_prepared("bpe-b", files=[write_corpus(atat_home / "b", seed=2, n_docs=60)], tokenizer="bpe",
+                        vocab_size=300, progress=False)
+    assert a.meta["tokenizer"] == b.meta["tokenizer"] and a.tokenizer_fingerprint != b.tokenizer_fingerprint
+    run_dir = atat_home / "runs" / "on-a"
+    _train(run_dir, 2, False, "data.name=bpe-a")
+    with pytest.raises(AtatError, match="prepared with another tokenizer"):
+        evaluate_run(run_dir, data="bpe-b", mc=1)
+    shutil.rmtree(a.path / "tokenizer")
+    shutil.copytree(b.path / "tokenizer", a.path / "tokenizer")  # the run's corpus re-tokenized since
+    with pytest.raises(AtatError, match="another tokenizer than the one run"):
+        load_run(run_dir, torch.device("cpu"))

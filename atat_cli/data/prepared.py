@@ -11,6 +11,8 @@ Layout of a prepared corpus `<data_root>/<name>/`:
 meta.json is written last (see prepare.py), so a folder with one is a finished preparation.
 """
 
+import functools
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -68,6 +70,16 @@ class PreparedData:
 
     def tokenizer(self) -> Tokenizer:
         return load_tokenizer(self.path / "tokenizer")
+
+    @functools.cached_property
+    def tokenizer_fingerprint(self) -> str:
+        """sha256 of the saved tokenizer's files: two byte-level BPEs of the same size trained on
+        different text have the same meta.json entry but different fingerprints."""
+        digest = hashlib.sha256()
+        for file in sorted((self.path / "tokenizer").rglob("*")):
+            if file.is_file():
+                digest.update(file.relative_to(self.path).as_posix().encode() + b"\0" + file.read_bytes())
+        return digest.hexdigest()
 
     def _split_meta(self, split: str) -> dict:
         if split not in self.meta["splits"]:

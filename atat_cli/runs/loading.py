@@ -42,6 +42,11 @@ def load_run(run: str | Path | None, device: torch.device, use_ema: bool = True)
     if not (data_path / "meta.json").is_file():  # moved machine or cache: look in the data root
         data_path = data_root() / info["name"]
     data = PreparedData(data_path) if (data_path / "meta.json").is_file() else ensure_prepared(info["name"])
+    fingerprint = info.get("tokenizer_fingerprint")  # absent in checkpoints written before it was stored
+    if fingerprint is not None and data.tokenizer_fingerprint != fingerprint:
+        raise AtatError(f"prepared data '{info['name']}' has another tokenizer than the one run {path.parent} was "
+                        "trained with", "the corpus was prepared again since; retrain, or restore the corpus folder the run was "
+                        "trained on")
     if data.vocab_size != info["vocab_size"]:
         raise AtatError(f"prepared data '{info['name']}' has vocabulary {data.vocab_size}, the checkpoint {info['vocab_size']}",
                         f"re-prepare the data the run was trained on (atat data fetch {info['name']} --force)")

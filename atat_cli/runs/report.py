@@ -22,9 +22,12 @@ def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc:
     cfg, corpus = trained.cfg, trained.data
     if data is not None and data != corpus.name:
         corpus = ensure_prepared(data, tokenizer=trained.data.meta["tokenizer"]["name"], progress=progress)
-        if corpus.meta["tokenizer"] != trained.data.meta["tokenizer"]:
-            raise AtatError(f"corpus '{data}' was prepared with another tokenizer than the run's",
-                            f"re-prepare it: atat data fetch {data} --tokenizer {trained.data.meta['tokenizer']['name']} --force")
+        if corpus.tokenizer_fingerprint != trained.data.tokenizer_fingerprint:
+            name = trained.data.meta["tokenizer"]["name"]
+            hint = (f"re-prepare it: atat data fetch {data} --tokenizer {name} --force" if name != "bpe" else
+                    "a BPE trained on one corpus encodes another differently; compare runs across corpora "
+                    "with --tokenizer bytes or a hub tokenizer")
+            raise AtatError(f"corpus '{data}' was prepared with another tokenizer than the run's", hint)
     blocks = corpus.blocks(split, cfg.model.seq_len)
     if max_blocks:
         blocks = blocks[:max_blocks]

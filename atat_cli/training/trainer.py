@@ -122,7 +122,8 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema else None,
             "best_val": self.best_val,
             "data": {"name": self.data.name, "path": str(self.data.path), "vocab_size": self.data.vocab_size,
-                     "eos_id": self.data.eos_id, "hash": self.data.meta.get("content_hash")},
+                     "eos_id": self.data.eos_id, "hash": self.data.meta.get("content_hash"),
+                     "tokenizer_fingerprint": self.data.tokenizer_fingerprint},
         }
         if not full:
             return state
