@@ -28,8 +28,8 @@ One run measures, side by side:
    counted in full for the causal AR model too, as is standard). V_out is the head's width
    the step computes: the vocabulary (the DiT drops its mask-id column). f is the fraction of
    positions the head runs at: 1 for AR; for the DiT, which computes logits at masked positions
-   only, the expected masking rate, E_t[1 - alpha(t)] = (1 - eps) / 2 ~ 0.5 under the default
-   log-linear schedule with t uniform (counting the head at every position would flatter its MFU).
+   only, the expected masking rate E_t[1 - alpha(t)] of its schedule ((1 - eps) / 2 ~ 0.5 under the
+   default log-linear one; counting the head at every position would flatter its MFU).
    MFU = FLOPs/token * tokens/s / peak, where peak is the measured bf16 matmul GFLOP/s for the
    bf16 rows and the fp32 one for the fp32 rows.
 4. Ratios from the same run: bf16/fp32 speed-up, compile speed-up (bf16 + compile vs bf16),
@@ -55,6 +55,7 @@ import torch
 
 from atat_cli.config import load_config
 from atat_cli.device import cpu_has_bf16_matmul
+from atat_cli.diffusion import build_schedule, time_of
 from atat_cli.models import count_parameters
 from atat_cli.training import Trainer
 
@@ -68,24 +69,40 @@ REFERENCE_TOKENS_PER_S = {"fp32": 1400, "bf16": 3200, "bf16+compile": 5400}
 # --- matmul peak ---------------------------------------------------------------------------
 
 
-def matmul_peak(n: int, dtype: torch.dtype, repeats: int, inner: int) -> float:
-    """Best GFLOP/s over `repeats` timings of `inner` back-to-back n^3 products."""
+def matmul_peak(n: int, dtype: torch.dtype, repeats: int, inner: int, device: torch.device | None = None) -> float:
+    """Best GFLOP/s over `repeats` timings of `inner` back-to-back n^3 products (synchronised on CUDA)."""
+    device = device or torch.device("cpu")
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(dtype)
-    b = torch.randn(n, n, generator=g).to(dtype)
-    out = torch.empty(n, n, dtype=dtype)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
+    out = torch.empty(n, n, dtype=dtype, device=device)
     for _ in range(2):
         torch.mm(a, b, out=out)
     best = float("inf")
     for _ in range(repeats):
+        synchronize(device)
         t0 = time.perf_counter()
         for _ in range(inner):
             torch.mm(a, b, out=out)
+        synchronize(device)
         best = min(best, (time.perf_counter() - t0) / inner)
     return 2 * n**3 / best / 1e9
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so the clock measures it; a no-op on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 # --- FLOPs ---------------------------------------------------------------------------------
+
+
+def expected_masked_fraction(cfg) -> float:
+    """E_t[1 - alpha(t)] for t = (1 - eps) u + eps, u uniform: (1 - eps) / 2 under the log-linear schedule."""
+    schedule = build_schedule(cfg.diffusion.schedule, cfg.diffusion.eps)
+    u = (torch.arange(10_000, dtype=torch.float64) + 0.5) / 10_000
+    return float(schedule.mask_rate(time_of(u, cfg.diffusion.eps)).mean())
 
 
 def flops_per_token(model, cfg) -> dict:
@@ -93,7 +110,7 @@ def flops_per_token(model, cfg) -> dict:
     head = model.final.linear
     diffusion = cfg.method != "ar"
     v_out = head.out_features - 1 if diffusion else head.out_features  # the DiT drops the mask-id logit
-    head_fraction = (1 - cfg.diffusion.eps) / 2 if diffusion else 1.0  # masked positions only
+    head_fraction = expected_masked_fraction(cfg) if diffusion else 1.0  # masked positions only
     per_sequence = 0
     for name, p in model.named_parameters():
         if name.startswith("time.") or ".adaLN." in name or name.startswith("final.adaLN"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -83,7 +84,8 @@ def _pin_worker(slots, workers: int) -> None:
 
 def _train_in_worker(cfg, run_dir: Path, resume: bool, label: str) -> None:
     _train(cfg, run_dir, resume, progress=False,
-           log=lambda message: print(f"[{label} on device {os.environ['CUDA_VISIBLE_DEVICES']}] {message}", flush=True))
+           log=lambda message: print(f"[{label} on device {os.environ['CUDA_VISIBLE_DEVICES']}] {message}",
+                                     file=sys.stderr, flush=True))  # stdout is for results (--json)
 
 
 def _train_all(jobs: list, workers: int, progress: bool, log) -> None:
