@@ -179,3 +179,49 @@ def test_a_corpus_with_another_tokenizer_of_the_same_size_is_refused(atat_home, 
     shutil.copytree(b.path / "tokenizer", a.path / "tokenizer")  # the run's corpus re-tokenized since
     with pytest.raises(AtatError, match="another tokenizer than the one run"):
         load_run(run_dir, torch.device("cpu"))
+
+
+CHILD = """
+import sys, time
+import torch
+from atat_cli.cli.app import main
+real_save, calls = torch.save, []
+def save_then_hang(state, f):
+    calls.append(1)
+    if len(calls) == 2:  # the second checkpoint, while the first is safe on disk
+        f.write(b"half a checkpoint")
+        f.flush()
+        open(sys.argv[1], "w").close()  # tell the test: kill me now
+        time.sleep(120)
+    return real_save(state, f)
+torch.save = save_then_hang
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_save_leaves_a_run_that_evaluates_and_resumes(atat_home, capsys):
+    import os
+    import signal
+    import time
+
+    run_dir = atat_home / "runs" / "killed"
+    marker = atat_home / "kill-now"
+    args = ["train", "--size", "test", *sum((["--set", o] for o in FAST), []), "--set", "train.eval_every=0",
+            "--max-steps", "6", "--out", str(run_dir), "--no-sample", "--json"]
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(marker), *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not marker.exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the training never reached its second save"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert [p.name for p in step_checkpoints(run_dir)] == ["step-00000002.pt"]
+    assert any(".tmp-" in p.name for p in run_dir.iterdir())  # the half-written save
+    code = main(["eval", str(run_dir), "--mc", "1", "--json"])  # the newest checkpoint: step 2
+    assert code == 0 and json.loads(capsys.readouterr().out)["step"] == 2
+    code = main(args + ["--resume"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["step"] == 6
+    assert _steps(run_dir) == [1, 2, 3, 4, 5, 6]
+    assert not any(".tmp-" in p.name for p in run_dir.iterdir())
