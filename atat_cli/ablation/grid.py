@@ -48,16 +48,23 @@ def grid_names() -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / "grids").glob("*.yaml"))
 
 
-def load_grid(name_or_path: str, only: list[str] | None = None) -> Grid:
+def read_grid_file(name_or_path: str, kind: str = "grid") -> tuple[Path, dict]:
+    """(path, parsed YAML) of a grid: a YAML file, or the name of a built-in one (configs/grids/)."""
     path = Path(name_or_path)
     if not path.is_file():
+        if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+            raise AtatError(f"{kind} file not found: {path}", f"built-in grids: {', '.join(grid_names())}")
         path = CONFIG_DIR / "grids" / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise AtatError(f"unknown grid '{name_or_path}'", f"built-in grids: {', '.join(grid_names())}; or pass a YAML file")
+        raise AtatError(f"unknown {kind} '{name_or_path}'", f"built-in grids: {', '.join(grid_names())}; or pass a YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise AtatError(f"cannot parse grid file {path}: {str(e).splitlines()[0]}") from e
+        return path, yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise AtatError(f"cannot parse {kind} file {path}: {str(e).splitlines()[0]}") from e
+
+
+def load_grid(name_or_path: str, only: list[str] | None = None) -> Grid:
+    path, data = read_grid_file(name_or_path)
     if not isinstance(data, dict) or not isinstance(data.get("variants"), dict) or not data["variants"]:
         raise AtatError(f"grid file {path} needs a 'variants' mapping of name -> {{method, config, set}}")
     unknown_top = set(data) - {"baseline", "variants"}

@@ -15,9 +15,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-import yaml
-
-from atat_cli.config import CONFIG_DIR
+from atat_cli.ablation.grid import read_grid_file
 from atat_cli.device import default_device
 from atat_cli.errors import AtatError
 from atat_cli.runs import load_run
@@ -33,6 +31,9 @@ def ablate_sampling(run, grid: str, *, judge: str | None = None, num_samples: in
     Returns the report and the files written."""
     device = default_device()
     trained = load_run(run, device)
+    if trained.cfg.method == "ar":
+        raise AtatError("an AR run samples left to right with a KV cache: there are no samplers to compare",
+                        "pass a diffusion run (trained with --method mdlm or atat)")
     settings = load_sampling_grid(grid, has_importance=trained.importance is not None, only=only)
     judge_model = load_judge(judge, device) if judge else None
     rows = run_sampling_grid(trained, settings, judge=judge_model, num_samples=num_samples, length=length, log=log)
@@ -43,13 +44,8 @@ def ablate_sampling(run, grid: str, *, judge: str | None = None, num_samples: in
 def load_sampling_grid(name_or_path: str, has_importance: bool, only: list[str] | None = None) -> dict:
     """name -> SamplerSettings (validated), restricted to `only` when given; importance variants
     are dropped when the run has no estimator, so naming one is an unknown variant."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = CONFIG_DIR / "grids" / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise AtatError(f"unknown sampling grid '{name_or_path}'", "built-in: sampling; or pass a YAML file")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data.get("variants"), dict):
+    path, data = read_grid_file(name_or_path, kind="sampling grid")
+    if not isinstance(data, dict) or not isinstance(data.get("variants"), dict):
         raise AtatError(f"sampling grid {path} needs a 'variants' mapping")
     grid = {}
     for name, spec in data["variants"].items():

@@ -42,28 +42,20 @@ def ablate(
     Example: atat ablate --grid atat --tokens 300000 --seeds 2
     Example: atat ablate --sampling runs/atat-tiny-pydocs --judge runs/ar-tiny-pydocs
     """
-    from atat_cli.ablation import build_report, load_grid, run_grid, write_report
     from atat_cli.ablation.report import markdown_table
-    from atat_cli.errors import AtatError
-    from atat_cli.paths import runs_root
+    from atat_cli.ablation.training_grid import ablate_training
 
     if sampling is not None:
         return _ablate_sampling(sampling, "sampling" if grid == "atat" else grid, judge, num_samples, length,
                                 variants, out_dir, json_out)
-    if tokens < 1 or seeds < 1 or mc < 1 or (workers is not None and workers < 1):
-        raise AtatError("--tokens, --seeds, --mc and --workers must be at least 1")
-    spec = load_grid(grid, only=variants)
-    folder = out_dir or runs_root() / f"ablate-{spec.name}"
-    records = run_grid(spec, size=size, data=data, tokens=tokens, seeds=seeds, out=folder, mc=mc,
-                       overrides=list(overrides or []), log=log, progress=not json_out, workers=workers)
-    report = build_report(records, spec.baseline, spec.name)
-    report.update({"size": size, "data": data, "tokens": tokens, "seeds": seeds, "mc": mc})
-    files = write_report(report, folder)
+    report, files = ablate_training(grid, size=size, data=data, tokens=tokens, seeds=seeds, mc=mc, only=variants,
+                                    out=out_dir, overrides=list(overrides or []), workers=workers, log=log,
+                                    progress=not json_out)
     if json_out:
         print_json(report)
         return
-    out.print(f"[bold]Grid {spec.name}[/] on {data}, size {size}, {tokens:,} tokens x {seeds} seeds "
-              f"(baseline {spec.baseline}; bits/byte from the uniform-masking NELBO, AR: exact NLL)\n")
+    out.print(f"[bold]Grid {report['grid']}[/] on {data}, size {size}, {tokens:,} tokens x {seeds} seeds "
+              f"(baseline {report['baseline']}; bits/byte from the uniform-masking NELBO, AR: exact NLL)\n")
     out.print(markdown_table(report), highlight=False, markup=False)
     out.print(f"\nWrote {', '.join(str(f) for f in files)}")
 

@@ -49,7 +49,7 @@ def gif(
     from atat_cli.errors import AtatError, require
     from atat_cli.runs import load_run
     from atat_cli.sampling import SamplerSettings
-    from atat_cli.viz.gif import MARGIN, check_writable, denoising_frames, write_animation, write_pngs
+    from atat_cli.viz.gif import MARGIN, animate, check_writable
 
     if fmt not in ("gif", "mp4"):
         raise AtatError(f"unknown format '{fmt}'", "choose gif or mp4")
@@ -68,19 +68,10 @@ def gif(
     check_writable(out_path)
     if frames_dir is not None and frames_dir.exists() and not frames_dir.is_dir():
         raise AtatError(f"--frames {frames_dir} exists and is not a folder")
-    settings = SamplerSettings(sampler=sampler, steps=steps, adaptive=adaptive, threshold=threshold, gamma=gamma, grid=time_grid,
-                               temperature=temperature).validate()
-    trained = load_run(run, default_device())
-    if length is None and "[MASK]" not in prompt:
-        length = 96  # a paragraph: enough to see the order, short enough to read
-    title = f"{trained.checkpoint.parent.name} · {settings.describe()}   "
-    frames, summary = denoising_frames(trained, prompt, settings, length=length, seed=seed, color=color,
-                                       every=every, width=width, title=title)
-    write_animation(frames, out_path, fps=fps, hold_s=hold, fmt=fmt)
-    if frames_dir is not None:
-        write_pngs(frames, frames_dir)
-    summary.update({"out": str(out_path), "frames_dir": None if frames_dir is None else str(frames_dir),
-                    "run": str(trained.checkpoint.parent), "sampler": settings.describe(), "color": color})
+    settings = SamplerSettings(sampler=sampler, steps=steps, adaptive=adaptive, threshold=threshold, gamma=gamma,
+                               grid=time_grid, temperature=temperature).validate()
+    summary = animate(load_run(run, default_device()), prompt, settings, out_path, fmt=fmt, length=length, seed=seed,
+                      color=color, every=every, width=width, fps=fps, hold_s=hold, frames_dir=frames_dir)
     if json_out:
         print_json(summary)
         return

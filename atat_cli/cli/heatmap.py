@@ -45,42 +45,24 @@ def heatmap(
         _importance(run, text, out_path, json_out)
 
 
-def _run_folder(run: str | None) -> Path:
-    """The folder of RUN without loading a model: a folder as given, a checkpoint's folder, or the newest run."""
-    from atat_cli.runs import resolve_checkpoint
-
-    if run is not None and Path(run).is_dir():
-        return Path(run)
-    return resolve_checkpoint(run).parent
-
-
 def _training(run, out_path: Path, json_out: bool) -> None:
-    from atat_cli.viz.heatmaps import load_metrics, plot_curves, plot_training
+    from atat_cli.runs import resolve_run_folder
+    from atat_cli.viz.heatmaps import draw_training
 
-    folder = _run_folder(run)
-    records = load_metrics(folder / "metrics.jsonl")
-    plotted = plot_training(records, out_path, title=f"Training dynamics · {folder.name}")
-    curves_path = out_path.with_name("curves.png")
-    plot_curves(records, curves_path, title=f"Training curves · {folder.name}")
-    summary = {"run": str(folder), "out": str(out_path), "curves": str(curves_path),
-               "steps": plotted["steps"].tolist(), "curriculum": plotted["curriculum"] is not None}
+    summary = draw_training(resolve_run_folder(run), out_path)
     if json_out:
         print_json(summary)
         return
-    out.print(f"Wrote {out_path} ({len(plotted['steps'])} logged steps) and {curves_path}", highlight=False)
+    out.print(f"Wrote {out_path} ({len(summary['steps'])} logged steps) and {summary['curves']}", highlight=False)
 
 
 def _importance(run, text: str, out_path: Path, json_out: bool) -> None:
     from atat_cli.device import default_device
     from atat_cli.runs import load_run
-    from atat_cli.viz.heatmaps import importance_over_time, plot_importance
+    from atat_cli.viz.heatmaps import draw_importance
 
-    trained = load_run(run, default_device())
-    pieces, times, matrix = importance_over_time(trained, text)
-    name = trained.checkpoint.parent.name
-    plot_importance(matrix, pieces, times, out_path, title=f"Token importance over time · {name} (step {trained.step})")
+    summary = draw_importance(load_run(run, default_device()), text, out_path)
     if json_out:
-        print_json({"run": str(trained.checkpoint.parent), "out": str(out_path), "tokens": pieces,
-                    "t": times.tolist(), "importance": matrix.round(4).tolist()})
+        print_json(summary)
         return
-    out.print(f"Wrote {out_path} ({len(pieces)} tokens x {len(times)} values of t)", highlight=False)
+    out.print(f"Wrote {out_path} ({len(summary['tokens'])} tokens x {len(summary['t'])} values of t)", highlight=False)

@@ -52,18 +52,14 @@ def sample(
     from atat_cli.errors import AtatError
     from atat_cli.progress import progress_bar
     from atat_cli.runs import load_run
-    from atat_cli.sampling import SamplerSettings, generate, load_judge, score_generation
+    from atat_cli.sampling import SamplerSettings, generate, generation_report, load_judge
 
-    if steps is not None and adaptive is not None:
-        raise AtatError("choose either --steps N or --adaptive RULE, not both")
     if judge is not None:
         score = True
     if score and judge is None:
         raise AtatError("--score needs a judge", "pass --judge RUN (an AR run: atat train --method ar) or --judge gpt2")
-    settings = SamplerSettings(
-        sampler=sampler or ("confidence" if adaptive else "ancestral"), steps=64 if steps is None else steps,
-        adaptive=adaptive, threshold=threshold, gamma=gamma, metric=metric, grid=time_grid,
-        temperature=temperature, top_p=top_p).validate()
+    settings = SamplerSettings.requested(sampler, steps, adaptive, threshold=threshold, gamma=gamma, metric=metric,
+                                         grid=time_grid, temperature=temperature, top_p=top_p)
     device = default_device()
     trained = load_run(run, device)
     if trained.cfg.method == "ar" and (sampler or steps is not None or adaptive):
@@ -73,17 +69,7 @@ def sample(
     with progress_bar("sampling", num_samples, enabled=not json_out) as advance:
         result = generate(trained, prompt, settings, length=length, num_samples=num_samples, batch_size=batch_size,
                           block_size=block_size, seed=seed, progress=advance)
-    quality = score_generation(result, judge_model)
-    summary = result.to_dict()
-    for i, s in enumerate(summary["samples"]):
-        s["entropy"] = quality["per_sample_entropy"][i]
-        if judge_model is not None:
-            s["gen_ppl"] = quality["per_sample"][i]
-    summary.update({"run": str(trained.checkpoint.parent), "method": trained.cfg.method,
-                    "sampler": "ar" if trained.cfg.method == "ar" else settings.describe(),
-                    "entropy": quality["entropy"]})
-    if judge_model is not None:
-        summary.update({k: quality[k] for k in ("gen_ppl", "nll_per_token", "judge_tokens", "judge")})
+    summary = generation_report(trained, result, settings, judge_model)
     if json_out:
         print_json(summary)
         return

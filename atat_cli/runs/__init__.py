@@ -4,8 +4,8 @@
     result = evaluate_run("runs/mdlm-tiny-pydocs", split="test", mc=8)
 """
 
-from atat_cli.runs.folders import default_run_dir, resolve_checkpoint
+from atat_cli.runs.folders import default_run_dir, resolve_checkpoint, resolve_run_folder
 from atat_cli.runs.loading import TrainedRun, load_run
 from atat_cli.runs.report import evaluate_run
 
-__all__ = ["TrainedRun", "default_run_dir", "evaluate_run", "load_run", "resolve_checkpoint"]
+__all__ = ["TrainedRun", "default_run_dir", "evaluate_run", "load_run", "resolve_checkpoint", "resolve_run_folder"]

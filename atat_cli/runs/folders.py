@@ -37,6 +37,14 @@ def resolve_checkpoint(run: str | Path | None) -> Path:
     return path
 
 
+def resolve_run_folder(run: str | Path | None) -> Path:
+    """The folder of RUN without loading a model: a folder as given, a checkpoint's folder, or the
+    newest run's folder."""
+    if run is not None and Path(run).is_dir():
+        return Path(run)
+    return resolve_checkpoint(run).parent
+
+
 def default_run_dir(method: str, size: str, data: str, resume: bool) -> Path:
     """runs/<method>-<size>-<data>, numbered -2, -3, ... so a new training never reuses a finished
     run's folder; with resume, the newest of them."""

@@ -17,6 +17,8 @@ def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc:
         raise AtatError(f"unknown split '{split}'", "choose valid or test")
     if mc < 1 or batch_size < 1 or max_blocks < 0:
         raise AtatError("--mc and --batch-size must be at least 1, --max-blocks at least 0")
+    if seed < 0:
+        raise AtatError(f"--seed must be >= 0 (got {seed})")
     device = device or default_device()
     trained = load_run(run, device)
     cfg, corpus = trained.cfg, trained.data
@@ -43,4 +45,8 @@ def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc:
               "step": trained.step, "data": corpus.name, "split": split,
               "mc": mc if cfg.method != "ar" else None, "seed": seed}
     result.update(summarize(raw, corpus.bytes_per_token(split)))
+    floor = corpus.meta.get("entropy_floor")  # known for a synthetic source: how far off the best
+    if floor is not None:
+        result["floor_bits_per_byte"] = floor["bits_per_byte"]
+        result["gap_to_floor_bits_per_byte"] = result["bits_per_byte"] - floor["bits_per_byte"]
     return result

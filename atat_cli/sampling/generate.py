@@ -78,6 +78,8 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
     settings = (settings or SamplerSettings()).validate()
     if num_samples < 1 or batch_size < 1:
         raise AtatError("num_samples and batch_size must be at least 1")
+    if seed is not None and seed < 0:
+        raise AtatError(f"the seed must be >= 0 (got {seed})")
     cfg, model = trained.cfg, trained.model
     device = _device_of(model)
     precision = resolve_precision(cfg.train.precision, device)

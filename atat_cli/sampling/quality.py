@@ -162,3 +162,20 @@ def score_generation(generation, judge: Judge | None = None) -> dict:
         result.update(generative_perplexity(judge, contexts, [s.continuation for s in generation.samples]))
         result["judge"] = judge.name
     return result
+
+
+def generation_report(trained, generation, settings, judge: Judge | None = None) -> dict:
+    """What `atat sample --json` prints: the samples with their steps, NFE and entropy (and
+    generative perplexity under a judge), totals, and which run and sampler made them."""
+    quality = score_generation(generation, judge)
+    report = generation.to_dict()
+    for i, sample in enumerate(report["samples"]):
+        sample["entropy"] = quality["per_sample_entropy"][i]
+        if judge is not None:
+            sample["gen_ppl"] = quality["per_sample"][i]
+    report.update({"run": str(trained.checkpoint.parent), "method": trained.cfg.method,
+                   "sampler": "ar" if trained.cfg.method == "ar" else settings.describe(),
+                   "entropy": quality["entropy"]})
+    if judge is not None:
+        report.update({k: quality[k] for k in ("gen_ppl", "nll_per_token", "judge_tokens", "judge")})
+    return report

@@ -65,6 +65,16 @@ class SamplerSettings:
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
 
+    @classmethod
+    def requested(cls, sampler: str | None = None, steps: int | None = None, adaptive: str | None = None,
+                  **rest) -> SamplerSettings:
+        """Settings from what a user asked for, with the defaults that depend on it: adaptive steps
+        need an ordered sampler (confidence unless another is named), fixed steps default to 64."""
+        if steps is not None and adaptive is not None:
+            raise AtatError("choose either --steps N or --adaptive RULE, not both")
+        return cls(sampler=sampler or ("confidence" if adaptive else "ancestral"),
+                   steps=cls.steps if steps is None else steps, adaptive=adaptive, **rest).validate()
+
     def validate(self) -> SamplerSettings:
         require(self.sampler in SAMPLERS, f"unknown sampler '{self.sampler}'", f"choose one of: {', '.join(SAMPLERS)}")
         require(self.adaptive is None or self.adaptive in ADAPTIVE, f"unknown adaptive rule '{self.adaptive}'",

@@ -407,3 +407,21 @@ def denoising_frames(trained, prompt: str, settings, *, length: int | None = Non
     summary = {"text": result.samples[0].text, "steps": len(records), "nfe": result.nfe, "every": every,
                "frames": len(frames), "size": [int(frames[0].shape[1]), int(frames[0].shape[0])], "seed": result.seed}
     return frames, summary
+
+
+def animate(trained, prompt: str, settings, out_path: Path, *, fmt: str = "gif", length: int | None = None,
+            seed: int | None = 0, color: str = "confidence", every: int | None = None, width: int = WIDTH,
+            fps: float = 6.0, hold_s: float = 3.0, frames_dir: Path | None = None) -> dict:
+    """`atat gif`: sample one text while recording it, write the animation (and PNG frames into
+    `frames_dir`), return its summary. A prefix prompt gets 96 new tokens unless `length` says
+    otherwise: a paragraph, enough to see the order, short enough to read."""
+    if length is None and "[MASK]" not in prompt:
+        length = 96
+    title = f"{trained.checkpoint.parent.name} · {settings.describe()}   "
+    frames, summary = denoising_frames(trained, prompt, settings, length=length, seed=seed, color=color,
+                                       every=every, width=width, title=title)
+    write_animation(frames, out_path, fps=fps, hold_s=hold_s, fmt=fmt)
+    if frames_dir is not None:
+        write_pngs(frames, frames_dir)
+    return summary | {"out": str(out_path), "frames_dir": None if frames_dir is None else str(frames_dir),
+                      "run": str(trained.checkpoint.parent), "sampler": settings.describe(), "color": color}

@@ -148,8 +148,12 @@ def load_metrics(path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise AtatError(f"no metrics log at {path}", "pass a run folder that has been trained (atat train ...)")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise AtatError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})", "the log may be damaged") from e
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -288,3 +292,24 @@ def _save(fig, path) -> None:
         raise AtatError(f"cannot write {path}: {e.strerror or e}", "choose another --out") from e
     finally:
         plt.close(fig)
+
+
+def draw_training(folder: Path, out_path: Path) -> dict:
+    """`atat heatmap --training`: the training-dynamics heatmaps of a run folder's metrics log at
+    out_path, its loss curves beside it as curves.png; returns what was drawn."""
+    folder, out_path = Path(folder), Path(out_path)
+    records = load_metrics(folder / "metrics.jsonl")
+    plotted = plot_training(records, out_path, title=f"Training dynamics · {folder.name}")
+    curves_path = out_path.with_name("curves.png")
+    plot_curves(records, curves_path, title=f"Training curves · {folder.name}")
+    return {"run": str(folder), "out": str(out_path), "curves": str(curves_path),
+            "steps": plotted["steps"].tolist(), "curriculum": plotted["curriculum"] is not None}
+
+
+def draw_importance(trained, text: str, out_path: Path) -> dict:
+    """`atat heatmap --text`: the estimator's importance of each token of `text` over t, at out_path."""
+    pieces, times, matrix = importance_over_time(trained, text)
+    name = trained.checkpoint.parent.name
+    plot_importance(matrix, pieces, times, out_path, title=f"Token importance over time · {name} (step {trained.step})")
+    return {"run": str(trained.checkpoint.parent), "out": str(out_path), "tokens": pieces,
+            "t": times.tolist(), "importance": matrix.round(4).tolist()}
