@@ -176,3 +176,18 @@ def test_trainer_is_ready_when_built(atat_home):
     assert trainer.step == 3 and "nelbo" in metrics and "grad_norm" in metrics
     assert trainer.validate()["val_nelbo"] != before
     assert not (atat_home / "runs").exists()
+
+
+def test_a_failing_compile_falls_back_to_eager_and_says_so(atat_home, monkeypatch):
+    def compile_that_fails(model):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("no C++ compiler found")
+        return compiled
+
+    _train(atat_home / "eager", 3)
+    monkeypatch.setattr(torch, "compile", compile_that_fails)
+    logged = []
+    cfg = load_config("test", "mdlm", overrides=FAST + ["train.max_steps=3", "train.compile=true"])
+    Trainer(cfg, atat_home / "fallback", progress=False, log=logged.append).run()
+    assert any("torch.compile failed (RuntimeError: no C++ compiler found)" in line for line in logged)
+    assert _losses(atat_home / "fallback") == _losses(atat_home / "eager")  # the same batches and noise

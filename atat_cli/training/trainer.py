@@ -110,8 +110,10 @@ class Trainer:
         self.step = 0
         self.best_val = None
         self.forward_model = dist.wrap(self.model)
+        self.eager_model = self.forward_model
         if cfg.train.compile:
             self.forward_model = torch.compile(self.forward_model)
+        self.compile_unproven = cfg.train.compile  # until a compiled step has run
 
     def _state(self, full: bool = True) -> dict:
         """Everything needed to resume exactly; full=False keeps only what eval and sampling need."""
@@ -159,7 +161,30 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------------
 
     def train_step(self) -> dict:
-        """One optimiser step over grad_accum micro-batches; the metrics of each micro-batch, as tensors."""
+        """One optimiser step over grad_accum micro-batches; the metrics of each micro-batch, as tensors.
+
+        torch.compile compiles during the first step; if that fails (no C++ compiler, an op its
+        backend cannot handle), the step is redone eagerly from the same batch and noise and
+        training goes on without compile, saying so."""
+        if not self.compile_unproven:
+            return self._train_step()
+        before = (self.loader.state_dict(), self.noise.get_state(), torch.get_rng_state())
+        try:
+            metrics = self._train_step()
+        except AtatError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any compiler failure: fall back rather than stop
+            self.loader.load_state_dict(before[0])
+            self.noise.set_state(before[1])
+            torch.set_rng_state(before[2])
+            self.forward_model = self.eager_model
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            self.log(f"[yellow]torch.compile failed ({type(e).__name__}: {reason[:200]}); training without it[/]")
+            metrics = self._train_step()
+        self.compile_unproven = False
+        return metrics
+
+    def _train_step(self) -> dict:
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         collected: dict[str, list] = {}
