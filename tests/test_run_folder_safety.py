@@ -225,3 +225,11 @@ def test_sigkill_during_a_save_leaves_a_run_that_evaluates_and_resumes(atat_home
     assert code == 0 and json.loads(capsys.readouterr().out)["step"] == 6
     assert _steps(run_dir) == [1, 2, 3, 4, 5, 6]
     assert not any(".tmp-" in p.name for p in run_dir.iterdir())
+
+
+def test_a_runaway_layout_is_refused_before_any_work():
+    with pytest.raises(AtatError, match="more than 64 contexts of 32"):
+        build_layout("a [MASK]*100000 b", Tokenizer.bytes(), 257, seq_len=32)
+    with pytest.raises(AtatError, match="more than 64 contexts"):
+        build_layout("a", Tokenizer.bytes(), 257, seq_len=32, length=64 * 32)
+    assert len(build_layout("a", Tokenizer.bytes(), 257, seq_len=32, length=64 * 32 - 1).ids) == 64 * 32

@@ -376,3 +376,12 @@ def test_score_generation_reports_entropy_with_gen_ppl(dit_run):
     assert len(quality["per_sample_entropy"]) == 2 and quality["entropy"] > 0
     tokens = sum(len(s.continuation.encode()) for s in result.samples)
     assert quality["judge_tokens"] == tokens and quality["gen_ppl"] == pytest.approx(10.0)
+
+
+def test_progress_moves_block_by_block_within_a_long_sample(dit_run):
+    calls = []
+    generate(dit_run, "Go", SamplerSettings(steps=2), length=70, block_size=16, num_samples=2, batch_size=2, seed=0,
+             progress=lambda done, total: calls.append((done, total)))
+    done = [d for d, _ in calls]
+    assert all(total == 2 for _, total in calls) and done == sorted(done) and done[-1] == 2
+    assert len({d for d in done if 0 < d < 2}) >= 3  # several blocks reported before the batch ends

@@ -71,7 +71,8 @@ def _sync(device: torch.device) -> None:
 def generate(trained, prompt: str = "", settings: SamplerSettings | None = None, *, length: int | None = None,
              num_samples: int = 1, batch_size: int = 16, block_size: int | None = None, seed: int | None = None,
              record: bool = False, progress=None) -> Generation:
-    """Sample `num_samples` texts from a TrainedRun. `progress(done, total)` is called per batch."""
+    """Sample `num_samples` texts from a TrainedRun. `progress(done, total)` is called after each
+    block of each batch, `done` counting samples (fractional within a batch of several blocks)."""
     from atat_cli.device import autocast, resolve_precision
     from atat_cli.diffusion import build_schedule
 
@@ -120,8 +121,12 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
             if is_ar:
                 out = _generate_ar(model, cfg, x, layout, trained.data.eos_id, settings, generator, record)
             else:
+                def block_done(fraction, b0=b0, B=B):
+                    if progress is not None:
+                        progress(b0 + B * fraction, num_samples)
+
                 out = _generate_blocks(denoiser, x, layout, seq_len, block_size, settings, generator,
-                                       importance, schedule, record)
+                                       importance, schedule, record, block_done)
             rows += out.tokens.tolist()
             steps += out.row_steps.tolist()
             nfes += out.row_nfe.tolist()
@@ -148,7 +153,7 @@ def preview(trained, length: int = 64, seed: int = 0) -> str:
 
 
 def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings, generator, importance, schedule,
-                     record):
+                     record, block_done=lambda fraction: None):
     """Fill the layout left to right in blocks, each sampled inside a window of one context."""
     from atat_cli.sampling.samplers import SampleOutput
 
@@ -161,6 +166,7 @@ def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings,
     row_steps = torch.zeros_like(row_nfe)
     trajectory = [] if record else None
     for start in range(first, T, block_size):
+        block_done((start - first) / (T - first))
         end = min(start + block_size, T)
         w0, w1 = (0, min(T, seq_len)) if end <= seq_len else (end - seq_len, end)
         fill = torch.zeros(B, w1 - w0, dtype=torch.bool, device=x.device)

@@ -22,6 +22,10 @@ from dataclasses import dataclass
 
 from atat_cli.errors import AtatError
 
+# The longest layout one sample may have, in contexts: semi-autoregressive generation makes one
+# block after another, so a runaway [MASK]*100000 would otherwise run for hours.
+MAX_CONTEXTS = 64
+
 # `*` with whatever sign and digits follow, so that a malformed count ([MASK]*-3, [MASK]*) is an
 # error instead of one mask followed by the literal text
 PLACEHOLDER = re.compile(r"\[MASK\](\*[-+]?\d*)?")
@@ -96,6 +100,10 @@ def build_layout(prompt: str, tokenizer, mask_id: int, seq_len: int, length: int
             ids.extend(tokens)
 
     def add_span(n: int):
+        if len(ids) + n > MAX_CONTEXTS * seq_len:
+            raise AtatError(f"the layout would be {len(ids) + n:,} tokens, more than {MAX_CONTEXTS} contexts of "
+                            f"{seq_len} (one sample is generated block by block, and this would run for very long)",
+                            f"ask for at most {MAX_CONTEXTS * seq_len:,} tokens per sample")
         pieces.append(Piece(None, [mask_id] * n, len(ids)))
         ids.extend([mask_id] * n)
 
