@@ -2,20 +2,10 @@
 model's bits per byte falls below it beyond Monte Carlo noise, and briefly trained models come
 within a stated margin of it.
 
-Why the floor binds, as atat measures bits per byte (atat_cli.evaluation.likelihood.summarize):
-    bits_per_byte = (nats summed over the evaluated blocks) / ln 2 / (evaluated tokens * B)
-with B = PreparedData.bytes_per_token = utf8_bytes / tokens of the split, where utf8_bytes counts
-the documents' text only (no EOS, no blank-line separators) and tokens counts the text bytes plus
-one EOS per document (bytes tokenizer). So the denominator is exactly the text's bytes, while the
-numerator also pays for every EOS token.
-  * The text of a document is its words joined by single spaces, and no word holds a space, so the
-    bytes determine the word sequence: coding the bytes costs at least the entropy of the words.
-    Documents are independent; one of n words carries H(pi) + (n - 1) H_w >= n H_w bits (the first
-    word is drawn from the stationary pi, and H(pi) >= H_w) in n (E|w| + 1) - 1 bytes, so
-        floor = H_w / (E_pi|w| + 1),    H_w = sum_i pi_i H(P_i)
-    is below the expected information per byte of the split (the missing trailing space only raises
-    it). EOS tokens, documents cut into blocks scored without context, and a model that is not the
-    source only add to the code length (Shannon / Gibbs).
+Why the floor binds, as atat measures bits per byte, is written out in atat_cli/data/synthetic.py,
+the source used here (its chain, with fewer documents, prepared from text files as `markov`): the
+floor H_w / (E_pi|w| + 1) is below the information per byte of the text, and EOS tokens, blocks
+scored without context and a model that is not the source only add to the code length. On top:
   * The AR number is an exact NLL. The diffusion number is MDLM's NELBO, an average over random
     unmasking orders of exact any-order NLLs, so also an upper bound on the NLL, up to O(eps)
     terms: times come from [eps, 1] and the masking rate stops at 1 - eps, so about an eps share
@@ -37,6 +27,7 @@ import torch
 
 from atat_cli.config import load_config
 from atat_cli.data import ensure_prepared
+from atat_cli.data.synthetic import DOCS_SEED, WORDS_PER_DOC, default_source
 from atat_cli.evaluation import evaluate_likelihood, summarize
 from atat_cli.models import build_model
 from atat_cli.runs import evaluate_run
@@ -45,10 +36,8 @@ from atat_cli.training import Trainer
 # Trains an AR and an MDLM model for hundreds of steps: left out of the fast run (-m "not slow").
 pytestmark = pytest.mark.slow
 
-# Distinct words of 2-4 letters, no two sharing a letter: any visible letter tells the denoiser
-# which word it is part of.
-WORDS = ("at", "big", "cow", "fly", "hen", "drum")
-WORDS_PER_DOC = 1000  # long documents: EOS (a boundary no model can foresee) is rare
+# The synthetic corpus' chain and documents seed, with fewer documents (the margins below were
+# measured on these): the first 35 documents it draws, split 30 / 4 / 1.
 DOCS = {"train": 30, "valid": 4, "test": 1}
 
 K_SIGMA = 4.0  # how many standard errors a model may sit below the floor
@@ -75,40 +64,6 @@ MDLM_MAX_RATIO = 5.0   # times the floor; still less than half the context-free 
 UNTRAINED_RATIO = 0.25  # a trained model must be below this fraction of its untrained value
 
 
-def markov_source(seed=0):
-    """A peaked random transition matrix over WORDS, its stationary law, and the exact floor."""
-    rng = np.random.default_rng(seed)
-    n = len(WORDS)
-    # Mostly-sparse Dirichlet rows (low entropy), mixed with a little uniform so every
-    # transition has probability >= 0.04 / n and the chain is irreducible and aperiodic.
-    P = 0.96 * rng.dirichlet(np.full(n, 0.15), size=n) + 0.04 / n
-    evals, evecs = np.linalg.eig(P.T)
-    pi = np.real(evecs[:, np.argmin(np.abs(evals - 1))])
-    pi = pi / pi.sum()
-    h_word = float(pi @ -(P * np.log2(P)).sum(axis=1))               # bits per word
-    bytes_per_word = float(pi @ np.array([len(w) + 1.0 for w in WORDS]))  # + the space
-    return P, pi, h_word / bytes_per_word
-
-
-def sample_documents(P, pi, n_docs, rng):
-    """Documents of WORDS_PER_DOC words starting from pi, and their exact information in bits."""
-    cum_P, cum_pi = np.cumsum(P, axis=1), np.cumsum(pi)
-    last = len(WORDS) - 1
-    docs, bits = [], 0.0
-    for _ in range(n_docs):
-        u = rng.random(WORDS_PER_DOC)
-        state = min(int(np.searchsorted(cum_pi, u[0], side="right")), last)
-        bits -= math.log2(pi[state])
-        seq = [state]
-        for x in u[1:]:
-            nxt = min(int(np.searchsorted(cum_P[state], x, side="right")), last)
-            bits -= math.log2(P[state, nxt])
-            state = nxt
-            seq.append(state)
-        docs.append(" ".join(WORDS[i] for i in seq))
-    return docs, bits
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     root = tmp_path_factory.mktemp("entropy_floor")
@@ -121,17 +76,18 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def source(home):
-    P, pi, floor = markov_source()
-    rng = np.random.default_rng(1)
+    chain = default_source()
+    rng = np.random.default_rng(DOCS_SEED)
     folder = home / "markov-src"
     folder.mkdir()
     docs, bits = {}, {}
     for split, n in DOCS.items():
-        docs[split], bits[split] = sample_documents(P, pi, n, rng)
+        docs[split], bits[split] = chain.sample(n, WORDS_PER_DOC, rng)
         # One folder with train/valid/test.txt; blank lines separate documents (prepare._paragraphs).
         (folder / f"{split}.txt").write_text("\n\n".join(docs[split]) + "\n")
     data = ensure_prepared("markov", files=[folder], tokenizer="bytes", root=home / "data", progress=False)
-    return {"floor": floor, "P": P, "pi": pi, "docs": docs, "bits": bits, "data": data}
+    return {"floor": chain.floor_bits_per_byte, "P": chain.transitions, "pi": chain.stationary,
+            "words": chain.words, "docs": docs, "bits": bits, "data": data}
 
 
 def _to_bpb(summary, data):
@@ -168,7 +124,8 @@ def test_floor_is_the_entropy_of_the_prepared_text(source):
     # The entropy rate once more, as H(X1, X2) - H(X1) of a stationary pair of words.
     joint = pi[:, None] * P
     h_pair = -(joint * np.log2(joint)).sum() + (pi * np.log2(pi)).sum()
-    assert floor == pytest.approx(h_pair / sum(p * (len(w) + 1) for p, w in zip(pi, WORDS)), rel=1e-12)
+    assert floor == pytest.approx(h_pair / sum(p * (len(w) + 1) for p, w in zip(pi, source["words"])),
+                                  rel=1e-12)
     assert 0.2 < floor < 0.6  # low, so that a brief training run gets near it
     for split in DOCS:
         meta = data.meta["splits"][split]

@@ -111,7 +111,8 @@ def info(
     name: Annotated[str, typer.Argument(help="A prepared corpus.", show_default=False)],
     json_out: options.JsonOpt = False,
 ):
-    """Show how a prepared corpus was made: tokenizer, splits, token counts, hashes.
+    """Show how a prepared corpus was made: tokenizer, splits, token counts, hashes, and the
+    entropy floor in bits/byte where the source's is known (synthetic).
 
     Example: atat data info pydocs
     """
@@ -139,4 +140,8 @@ def _show(data, json_out: bool) -> None:
     out.print(table)
     out.print(f"tokenizer  {t['name']} (vocab {t['vocab_size']}, eos {t['eos_id']}), "
               f"stored as {meta['dtype']}", highlight=False)
+    if "entropy_floor" in meta:  # a source whose entropy rate is known (synthetic)
+        floor = meta["entropy_floor"]
+        out.print(f"floor      {floor['bits_per_byte']:.4f} bits/byte, below which no model goes "
+                  f"({floor['how']})", highlight=False)
     out.print(f"path       {data.path}", highlight=False)

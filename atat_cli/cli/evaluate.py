@@ -21,7 +21,8 @@ def evaluate(
     json_out: options.JsonOpt = False,
 ):
     """Evaluate a run: NELBO (nats/token), perplexity bound, bits per token and per byte, and
-    mask accuracy by corruption band (low < 0.3 <= mid < 0.7 <= high).
+    mask accuracy by corruption band (low < 0.3 <= mid < 0.7 <= high); on a corpus with a known
+    entropy floor (synthetic), also the floor and the gap to it in bits/byte.
 
     By default on the run's own corpus; --data names another one, with the run's tokenizer. The
     evaluation noise is seeded (--seed), so results repeat.
@@ -46,6 +47,9 @@ def evaluate(
     table.add_row("perplexity" + (" (upper bound)" if result["method"] != "ar" else ""), f"{result['ppl']:.2f}")
     table.add_row("bits/token", f"{result['bits_per_token']:.4f}")
     table.add_row("bits/byte", f"{result['bits_per_byte']:.4f}")
+    if "floor_bits_per_byte" in result:
+        table.add_row("entropy floor (bits/byte)", f"{result['floor_bits_per_byte']:.4f}")
+        table.add_row("gap to floor (bits/byte)", f"{result['gap_to_floor_bits_per_byte']:+.4f}")
     table.add_row("tokens / bytes", f"{result['tokens']:,} / {result['bytes']:,}")
     if "importance_spearman" in result:
         table.add_row("importance Spearman vs loss", f"{result['importance_spearman']:.3f}")

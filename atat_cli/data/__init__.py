@@ -5,18 +5,20 @@
     x = loader.next_batch()                           # (32, 128) int64 token ids
 
 One module per job: registry.py (the named corpora), sources.py (reading documents: local files,
-pydocs.py, the hub; carving held-out splits), tokenizer.py (the tokenizers), tokenize.py
-(documents -> token files), prepare.py (`ensure_prepared`: reuse or build), prepared.py (reading
-a prepared corpus), loader.py (batches), console.py (logs and progress on stderr).
+pydocs.py, synthetic.py (a Markov source with a known entropy floor), the hub; carving held-out
+splits), tokenizer.py (the tokenizers), tokenize.py (documents -> token files), prepare.py
+(`ensure_prepared`: reuse or build), prepared.py (reading a prepared corpus), loader.py
+(batches), console.py (logs and progress on stderr).
 """
 
 from .loader import BatchLoader
 from .prepare import ensure_prepared
 from .prepared import PreparedData, open_prepared, prepared_corpora
 from .registry import CORPORA, CorpusSpec, get_corpus
+from .synthetic import MarkovSource
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = [
     "CORPORA", "CorpusSpec", "get_corpus", "Tokenizer", "load_tokenizer", "ensure_prepared",
-    "PreparedData", "BatchLoader", "open_prepared", "prepared_corpora",
+    "PreparedData", "BatchLoader", "open_prepared", "prepared_corpora", "MarkovSource",
 ]

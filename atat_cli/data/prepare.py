@@ -143,6 +143,7 @@ def _prepare_into(folder: Path, name: str, source: DocumentSource, tokenizer, vo
         "name": name,
         "kind": source.kind,
         "source": source.describe(),
+        **source.extra_meta(),  # e.g. synthetic's "entropy_floor"
         # vocab_size is None unless a bpe was requested (checked above).
         "tokenizer": {**tok.info(), "requested_vocab_size": vocab_size},
         "dtype": token_dtype(tok.vocab_size).name,

@@ -12,6 +12,7 @@ missing from the map is carved deterministically out of `train` (see sources.py)
 from dataclasses import dataclass, field
 
 from ..errors import AtatError
+from . import synthetic
 
 SPLITS = ("train", "valid", "test")
 PARQUET_REVISION = "refs/convert/parquet"
@@ -53,6 +54,15 @@ CORPORA: dict[str, CorpusSpec] = {
             name="pydocs", kind="builtin",
             description="CPython's bundled docs: pydoc topics + stdlib docstrings (~1.5 MB)",
             default_tokenizer="bpe", default_vocab_size=DEFAULT_BPE_VOCAB,
+        ),
+        # Bytes by default: one token per byte of text plus one EOS per document, the simplest
+        # accounting; the floor is per byte of text, so it holds for any lossless tokenizer.
+        CorpusSpec(
+            name="synthetic", kind="builtin",
+            description=f"Word-level Markov source, generated offline (~2 MB): a tiny model "
+                        f"converges in minutes; exact entropy floor "
+                        f"{synthetic.default_source().floor_bits_per_byte:.4f} bits/byte",
+            default_tokenizer="bytes",
         ),
         # OpenWebText has only a train split; MDLM holds out the last 100k documents, we carve
         # valid/test deterministically by document hash (capped at 100k documents each).

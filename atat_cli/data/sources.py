@@ -1,8 +1,9 @@
 """Document sources: where the documents of a corpus come from, read into splits.
 
-A source is what a corpus is prepared from: the user's text files (`LocalFiles`), the built-in
-corpus (`PydocsCorpus`) or a hub corpus read as parquet (`HubCorpus`). Each one says what kind
-of corpus it is, which tokenizer suits it by default, how meta.json names it, and reads its
+A source is what a corpus is prepared from: the user's text files (`LocalFiles`), a built-in
+corpus (`PydocsCorpus`, `SyntheticCorpus`) or a hub corpus read as parquet (`HubCorpus`). Each
+one says what kind of corpus it is, which tokenizer suits it by default, how meta.json names it
+(and what else meta.json records about it, such as a known entropy floor), and reads its
 documents as `{"train": texts, "valid": texts, "test": texts}`, where texts is a list of
 strings or, for a hub corpus, a memory-mapped column that slices like one.
 
@@ -19,7 +20,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ..errors import AtatError
-from . import pydocs
+from . import pydocs, synthetic
 from .console import log
 from .registry import SPLITS, CorpusSpec
 
@@ -50,6 +51,10 @@ class DocumentSource(ABC):
     @abstractmethod
     def documents(self, scratch: Path) -> dict:
         """The documents per split; `scratch` is a folder for downloads, kept until tokenized."""
+
+    def extra_meta(self) -> dict:
+        """Fields meta.json records about the documents beyond their source; none by default."""
+        return {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,6 +149,23 @@ class PydocsCorpus(RegisteredCorpus):
         return carve_missing({"train": pydocs.documents()})
 
 
+class SyntheticCorpus(RegisteredCorpus):
+    """The built-in Markov source with a known entropy floor (see synthetic.py), made here."""
+
+    def describe(self) -> str:
+        return synthetic.describe()
+
+    def matches(self, recorded: str) -> bool:
+        # Generated, not read: a preparation from other generator settings has another floor.
+        return recorded == self.describe()
+
+    def documents(self, scratch: Path) -> dict:
+        return synthetic.documents()
+
+    def extra_meta(self) -> dict:
+        return {"entropy_floor": synthetic.entropy_floor()}
+
+
 class HubCorpus(RegisteredCorpus):
     """A hub corpus, read as parquet files through `datasets` (memory-mapped, not in RAM)."""
 
@@ -201,9 +223,12 @@ class HubTexts:
         return HubTexts(self.dataset.select(indices), self.field)
 
 
+BUILTIN_SOURCES = {"pydocs": PydocsCorpus, "synthetic": SyntheticCorpus}
+
+
 def corpus_source(spec: CorpusSpec) -> RegisteredCorpus:
-    """The source of a registered corpus: the hub, or (the one builtin) pydocs."""
-    return HubCorpus(spec) if spec.kind == "hub" else PydocsCorpus(spec)
+    """The source of a registered corpus: the hub, or one of the builtins."""
+    return HubCorpus(spec) if spec.kind == "hub" else BUILTIN_SOURCES[spec.name](spec)
 
 
 # ---------------------------------------------------------------------------------------------
