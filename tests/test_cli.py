@@ -147,6 +147,7 @@ def test_locked_run_via_cli(atat_home, capsys):
 def test_debug_shows_traceback(atat_home, capsys, monkeypatch):
     from atat_cli.errors import AtatError
 
+    monkeypatch.setenv("ATAT_DEBUG", "0")  # --debug sets it in this process: undone after the test
     with pytest.raises(AtatError):
         main(["--debug", "train", "--size", "huge"])
 
@@ -162,3 +163,14 @@ def test_train_ends_with_a_sample(atat_home, capsys):
     code, out, err = run(capsys, *text_args)
     assert code == 0, err
     assert "a sample of 64 tokens" in out
+
+
+def test_error_text_is_never_read_as_markup(atat_home, capsys, monkeypatch):
+    import atat_cli.config
+
+    def fails(*args, **kwargs):  # e.g. gloo's "[/path/pair.cc:553]" in a distributed failure
+        raise RuntimeError("[/w/gloo/pair.cc:553] connection closed")
+
+    monkeypatch.setattr(atat_cli.config, "load_config", fails)
+    code, _, err = run(capsys, "train", "--size", "test")
+    assert code == 1 and "Error: RuntimeError: [/w/gloo/pair.cc:553] connection closed" in err

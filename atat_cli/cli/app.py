@@ -66,6 +66,7 @@ def build_app() -> typer.Typer:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns errors into `Error: ...` lines and exit codes."""
     import click
+    from rich.markup import escape
 
     from atat_cli.cli.output import err
     from atat_cli.errors import AtatError
@@ -77,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except AtatError as e:
         if os.environ.get("ATAT_DEBUG") == "1":
             raise
-        err.print(f"[bold red]Error:[/] {e.message}", highlight=False)
+        err.print(f"[bold red]Error:[/] {escape(e.message)}", highlight=False)  # messages may hold [MASK]
         if e.hint:
-            err.print(f"[bold]Hint:[/] {e.hint}", highlight=False)
+            err.print(f"[bold]Hint:[/] {escape(e.hint)}", highlight=False)
         code = 1
     except click.exceptions.Exit as e:
         code = e.exit_code
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if os.environ.get("ATAT_DEBUG") == "1":
             raise
-        err.print(f"[bold red]Error:[/] {type(e).__name__}: {e}", highlight=False)
+        err.print(f"[bold red]Error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False)
         err.print("[bold]Hint:[/] rerun with --debug (or ATAT_DEBUG=1) for the traceback", highlight=False)
         code = 1
     return code

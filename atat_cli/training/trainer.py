@@ -267,7 +267,7 @@ class Trainer:
         elif latest_checkpoint(self.run_dir) is not None:
             raise AtatError(f"{self.run_dir} already holds a training run",
                             "pass --resume to continue it, or --out NEW_DIR for a new run")
-        elif not _fresh_or_unsaved_run(self.run_dir):
+        elif self.dist.is_main and not _fresh_or_unsaved_run(self.run_dir):  # rank 0 alone makes the folder
             raise AtatError(f"{self.run_dir} is not empty and is not an atat run folder",
                             "pass --out with a new or empty folder; nothing in it was changed")
         if self.step >= cfg.train.max_steps:
