@@ -233,3 +233,10 @@ def test_a_runaway_layout_is_refused_before_any_work():
     with pytest.raises(AtatError, match="more than 64 contexts"):
         build_layout("a", Tokenizer.bytes(), 257, seq_len=32, length=64 * 32)
     assert len(build_layout("a", Tokenizer.bytes(), 257, seq_len=32, length=64 * 32 - 1).ids) == 64 * 32
+
+
+def test_ablate_with_an_unknown_corpus_fails_before_any_work(atat_home, capsys):
+    code = main(["ablate", "--data", "nosuchcorpus", "--size", "test", "--out", str(atat_home / "grid")])
+    err = capsys.readouterr().err
+    assert code == 1 and "unknown corpus 'nosuchcorpus'" in err and "training" not in err
+    assert not (atat_home / "grid").exists()

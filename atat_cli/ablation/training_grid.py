@@ -8,6 +8,7 @@ from pathlib import Path
 from atat_cli.ablation.grid import load_grid
 from atat_cli.ablation.report import build_report, write_report
 from atat_cli.ablation.runner import run_grid
+from atat_cli.data import require_known_corpus
 from atat_cli.errors import require
 from atat_cli.paths import runs_root
 
@@ -19,6 +20,7 @@ def ablate_training(grid: str, *, size: str, data: str, tokens: int, seeds: int,
     the validation-curve plot) in `out`, by default runs/ablate-<grid>."""
     require(tokens >= 1 and seeds >= 1 and mc >= 1 and (workers is None or workers >= 1),
             "--tokens, --seeds, --mc and --workers must be at least 1")
+    require_known_corpus(data)
     spec = load_grid(grid, only=only)
     folder = Path(out) if out is not None else runs_root() / f"ablate-{spec.name}"
     records = run_grid(spec, size=size, data=data, tokens=tokens, seeds=seeds, out=folder, mc=mc,

@@ -60,6 +60,14 @@ def ensure_prepared(name: str, *, files=None, tokenizer: str | None = None,
     return _prepare_in_place(root, name, source, tokenizer, vocab_size, progress)
 
 
+def require_known_corpus(name: str) -> None:
+    """Fail now, before any work, on a corpus name that is neither registered nor prepared (the
+    error `ensure_prepared` would give later, after a grid had started logging)."""
+    check_name(name)
+    if name not in CORPORA and not (data_root() / name / "meta.json").is_file():
+        get_corpus(name)  # raises "unknown corpus" with the list of known ones
+
+
 def _requested_source(name: str, files, prepared: bool) -> DocumentSource | None:
     """What `name` is to be prepared from: the files given, or the registered corpus.
 
