@@ -134,9 +134,19 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "loader": self.loader.state_dict(),
             "objective": self.objective.state_dict(),
-            "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng": self._rng_state(),
         }
+
+    def _rng_state(self) -> dict:
+        """Every random stream a step draws from: diffusion noise, torch's CPU and CUDA generators."""
+        return {"noise": self.noise.get_state(), "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+    def _set_rng_state(self, rng: dict) -> None:
+        self.noise.set_state(rng["noise"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path)
@@ -151,10 +161,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.loader.load_state_dict(state["loader"])
         self.objective.load_state_dict(state["objective"])
-        self.noise.set_state(state["rng"]["noise"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self._set_rng_state(state["rng"])
         self.step = state["step"]
         self.best_val = state["best_val"]
 
@@ -168,15 +175,14 @@ class Trainer:
         training goes on without compile, saying so."""
         if not self.compile_unproven:
             return self._train_step()
-        before = (self.loader.state_dict(), self.noise.get_state(), torch.get_rng_state())
+        before = (self.loader.state_dict(), self._rng_state())
         try:
             metrics = self._train_step()
         except AtatError:
             raise
         except Exception as e:  # noqa: BLE001 - any compiler failure: fall back rather than stop
             self.loader.load_state_dict(before[0])
-            self.noise.set_state(before[1])
-            torch.set_rng_state(before[2])
+            self._set_rng_state(before[1])
             self.forward_model = self.eager_model
             reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
             self.log(f"[yellow]torch.compile failed ({type(e).__name__}: {reason[:200]}); training without it[/]")
