@@ -84,23 +84,24 @@ class TrainConfig:
 
 @dataclass
 class ImportanceConfig:
-    enabled: bool = doc(True, "Train the importance estimator (needed by importance masking and the curriculum).")
-    n_layers: int = doc(2, "Estimator transformer blocks.")
-    d_model: int = doc(256, "Estimator width.")
-    n_heads: int = doc(4, "Estimator attention heads.")
-    target: str = doc("rank", "What importance learns: rank (the token's loss rank within its sequence, in (0, 1)), loss (1 - exp(-per-token loss)) or masked (the seeds' mask indicator).")
-    loss_weight: float = doc(0.1, "lambda: weight of the importance loss added to the denoising loss.")
+    enabled: bool = doc(True, "Train the importance estimator (needed by importance masking, the curriculum and atat.tokens.keep < 1).")
+    input: str = doc("x_t", "What the estimator sees: x_t (the noisy sequence only, so whatever it drives keeps the NELBO valid) or x0 (the clean text: the seeds' design).")
+    n_layers: int = doc(1, "Estimator transformer blocks.")
+    d_model: int = doc(64, "Estimator width.")
+    n_heads: int = doc(2, "Estimator attention heads.")
+    target: str = doc("loss", "What importance learns: loss (1 - exp(-per-token loss), the probability mass the denoiser misses), rank (the token's loss rank within its sequence, in (0, 1)) or masked (the seeds' mask indicator).")
+    loss_weight: float = doc(0.1, "lambda: weight of the importance loss added to the denoising loss (the estimator's own parameters take its gradient).")
 
 
 @dataclass
 class MaskingConfig:
-    strategy: str = doc("importance", "uniform (MDLM), importance (mask important tokens more), inverse (mask easy tokens more), position (importance + learned position bias).")
+    strategy: str = doc("uniform", "Seed design only. uniform (MDLM), importance (mask important tokens more), inverse (mask easy tokens more), position (importance + learned position bias); all but uniform make masking depend on x0, which no bound allows.")
     temperature: float = doc(1.0, "Importance temperature: small = sharp, large = close to uniform masking.")
 
 
 @dataclass
 class CurriculumConfig:
-    enabled: bool = doc(True, "Weight the denoising loss per token by importance and training progress.")
+    enabled: bool = doc(False, "Seed design only. Weight the denoising loss per token by importance and training progress (x0-dependent weights: not a bound).")
     easy_until: float = doc(0.2, "Fraction of training in the easy stage (low-importance tokens boosted).")
     hard_from: float = doc(0.8, "Fraction of training from which the hard stage (high-importance tokens boosted) holds.")
     transition: float = doc(0.05, "Width (fraction of training) of the smooth ramp between stages.")
@@ -109,22 +110,74 @@ class CurriculumConfig:
 
 
 @dataclass
+class TimeConfig:
+    proposal: str = doc("adaptive", "Diffusion-time sampling: uniform (MDLM) or adaptive (pi(t) piecewise constant over `bins`, proportional to the RMS per-sequence loss seen in each bin, as improved DDPM does for L_vlb).")
+    bins: int = doc(20, "Bins of t for the adaptive proposal.")
+    uniform_mix: float = doc(0.2, "Share of uniform in pi(t); bounds the 1/pi(t) weights by 1/uniform_mix.")
+    decay: float = doc(0.98, "EMA decay of each bin's mean squared loss.")
+    reweight: bool = doc(True, "Weight each sequence's loss by 1/pi(t): an unbiased estimate of the uniform NELBO. false reweights the NELBO's per-t terms instead (same minimiser, but labelled neither kind).")
+
+
+@dataclass
+class TokensConfig:
+    keep: float = doc(1.0, "Expected fraction of masked positions that enter the loss, sampled in proportion to the x_t estimator's predicted loss and weighted by 1/probability (1 = every masked position, as MDLM).")
+    floor: float = doc(0.25, "Share of uniform in the keep probabilities; bounds the 1/probability weights.")
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = doc("uniform", "Per-token masking schedule: uniform (every token at the rate r(t), MDLM) or frequency (token id v masked with probability r(t)^w_v, w_v from training-split frequencies; trained and reported with the NELBO of its own forward process).")
+    strength: float = doc(0.5, "frequency: w_v = (f_v / typical f)^strength clipped to [1, max_exponent]: tokens more frequent than typical stay clean longer, the rest keep the base rate.")
+    max_exponent: float = doc(4.0, "Largest exponent w_v.")
+
+
+@dataclass
 class ATATConfig:
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    time: TimeConfig = field(default_factory=TimeConfig)
+    tokens: TokensConfig = field(default_factory=TokensConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def is_seed_design(self) -> bool:
+        """The seed documents' design: an estimator that scores the clean text x0 (and may drive the
+        masking and the curriculum's loss weights from it)."""
+        return self.importance.input == "x0"
+
+    def kind(self) -> str:
+        """Which of the two valid kinds this objective is, or `neither` (see OBJECTIVE_KINDS)."""
+        x0_dependent = self.masking.strategy != "uniform" or self.curriculum.enabled
+        if x0_dependent or (self.time.proposal != "uniform" and not self.time.reweight):
+            return "neither"
+        return "own-bound" if self.schedule.kind != "uniform" else "unbiased"
 
     def validate(self) -> None:
-        imp, m, c = self.importance, self.masking, self.curriculum
+        imp, m, c, tm, tk, sc = self.importance, self.masking, self.curriculum, self.time, self.tokens, self.schedule
         require(m.strategy in MASKING_STRATEGIES, f"unknown masking strategy '{m.strategy}'",
                 f"choose one of: {', '.join(MASKING_STRATEGIES)}")
         require(imp.target in IMPORTANCE_TARGETS, f"unknown importance target '{imp.target}'",
                 f"choose one of: {', '.join(IMPORTANCE_TARGETS)}")
+        require(imp.input in ("x_t", "x0"), f"unknown importance input '{imp.input}'", "choose x_t or x0")
+        require(tm.proposal in ("uniform", "adaptive"), f"unknown time proposal '{tm.proposal}'",
+                "choose uniform or adaptive")
+        require(sc.kind in TOKEN_SCHEDULES, f"unknown token schedule '{sc.kind}'",
+                f"choose one of: {', '.join(TOKEN_SCHEDULES)}")
         needs_importance = [name for name, on in (("masking.strategy=" + m.strategy, m.strategy != "uniform"),
-                                                   ("curriculum", c.enabled)) if on]
+                                                   ("curriculum", c.enabled),
+                                                   (f"tokens.keep={tk.keep}", tk.keep < 1)) if on]
         require(imp.enabled or not needs_importance,
                 f"atat.{' and atat.'.join(needs_importance)} need atat.importance.enabled=true",
-                "switch the estimator on, or use masking.strategy=uniform and curriculum.enabled=false")
+                "switch the estimator on, or use masking.strategy=uniform, curriculum.enabled=false, tokens.keep=1")
+        seed_parts = m.strategy != "uniform" or c.enabled
+        valid_parts = tm.proposal != "uniform" or tk.keep < 1 or sc.kind != "uniform"
+        require(not (seed_parts and valid_parts),
+                "atat.masking.strategy and atat.curriculum (the seeds' design) do not combine with atat.time, "
+                "atat.tokens or atat.schedule", "start from --config atat/seed or from a valid preset (atat config list)")
+        require(not seed_parts or imp.input == "x0",
+                "the seeds' importance masking and curriculum score the clean text: they need atat.importance.input=x0")
+        require(not (valid_parts and imp.input == "x0"),
+                "atat.time, atat.tokens and atat.schedule need an estimator that sees x_t only (atat.importance.input=x_t)")
         require(m.temperature > 0, "atat.masking.temperature must be > 0")
         require(imp.loss_weight >= 0, "atat.importance.loss_weight must be >= 0")
         require(imp.n_layers >= 1 and imp.n_heads >= 1 and imp.d_model % imp.n_heads == 0
@@ -133,6 +186,10 @@ class ATATConfig:
         require(0 <= c.easy_until <= c.hard_from <= 1, "atat.curriculum needs 0 <= easy_until <= hard_from <= 1")
         require(c.transition >= 0 and c.sharpness >= 0 and c.plateau_patience >= 0,
                 "atat.curriculum: transition, sharpness, plateau_patience must be >= 0")
+        require(tm.bins >= 1 and 0 < tm.uniform_mix <= 1 and 0 <= tm.decay < 1,
+                "atat.time: bins >= 1, uniform_mix in (0, 1], decay in [0, 1)")
+        require(0 < tk.keep <= 1 and 0 < tk.floor <= 1, "atat.tokens: keep and floor must be in (0, 1]")
+        require(sc.max_exponent >= 1 and sc.strength >= 0, "atat.schedule: max_exponent must be >= 1 and strength >= 0")
 
 
 @dataclass
@@ -189,6 +246,13 @@ METHODS = ("mdlm", "atat", "ar")
 MASKING_STRATEGIES = ("uniform", "importance", "inverse", "position")
 IMPORTANCE_TARGETS = ("rank", "loss", "masked")
 SCHEDULES = ("loglinear", "cosine")
+TOKEN_SCHEDULES = ("uniform", "frequency")
+# What an ATAT objective is, by ATATConfig.kind(): shown by `atat config show` and `atat eval`.
+OBJECTIVE_KINDS = {
+    "unbiased": "an unbiased estimate of the uniform-masking NELBO (the same optimum as MDLM)",
+    "own-bound": "a valid NELBO of its own forward process (per-token schedule), reported beside the uniform one",
+    "neither": "neither a bound nor an unbiased estimate of one (x0-dependent masking or weights, or t reweighted)",
+}
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -273,7 +337,7 @@ def resolve_config_file(name: str | Path) -> Path:
 
 
 def shipped_preset(name: str) -> Path:
-    """The YAML file of a shipped preset (`sizes/tiny`, `atat/full`, or a size name alone); only
+    """The YAML file of a shipped preset (`sizes/tiny`, `atat/seed`, or a size name alone); only
     files inside configs/, so `../` names reach nothing else."""
     stem = name.removesuffix(".yaml")
     for candidate in (CONFIG_DIR / f"{stem}.yaml", CONFIG_DIR / "sizes" / f"{stem}.yaml"):
@@ -322,8 +386,13 @@ def load_config(
 
 
 def config_from_dict(data: dict) -> RunConfig:
-    """Rebuild the config saved in a run folder (strict: a stale key is an error)."""
+    """Rebuild the config saved in a run folder (strict: a stale key is an error). A run saved
+    before the valid ATAT designs existed was the seeds' design with uniform times: keys it lacks
+    take those values, not today's defaults."""
     cfg = RunConfig()
+    atat = data.get("atat")
+    if isinstance(atat, dict) and "time" not in atat:
+        _merge(cfg, {"atat": {"importance": {"input": "x0"}, "time": {"proposal": "uniform"}}})
     _merge(cfg, data)
     return cfg.validate()
 

@@ -33,7 +33,7 @@ from atat_cli.models import count_parameters, importance_estimator_of
 from atat_cli.runs import evaluate_run
 from atat_cli.training import Trainer
 
-VARIANTS = {"MDLM": ("mdlm", None), "ATAT full": ("atat", "atat/full")}
+VARIANTS = {"MDLM": ("mdlm", None), "ATAT full": ("atat", "atat/seed")}
 
 
 def step_times(size: str, rounds: int, precision: str) -> dict:

@@ -13,7 +13,7 @@ GRID = """
 baseline: base
 variants:
   base: {method: mdlm}
-  atat: {config: atat/full, set: [atat.masking.temperature=0.5]}
+  atat: {config: atat/seed, set: [atat.masking.temperature=0.5]}
 """
 COMMON = ["--size", "test", "--data", "tinytext", "--tokens", "1024", "--seeds", "2", "--mc", "1",
           "--set", "train.precision=fp32", "--set", "train.batch_size=4", "--set", "train.eval_batches=1"]
@@ -104,7 +104,7 @@ def test_bad_grids(atat_home, tmp_path, capsys):
 def test_builtin_grid_resolves():
     grid = load_grid("atat")
     names = [v.name for v in grid.variants]
-    assert names[0] == grid.baseline == "mdlm" and "ar" in names and "atat_full" in names
+    assert names[0] == grid.baseline == "mdlm" and "ar" in names and "atat_seed" in names
     for v in grid.variants:
         v.resolve("tiny", [])
 

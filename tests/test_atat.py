@@ -79,8 +79,8 @@ def test_curriculum_plateau_advances_stage():
     assert restored.stage(0.05) == "medium"
 
 
-def _atat(*overrides):
-    return load_config("test", "atat", overrides=["train.precision=fp32", *overrides])
+def _atat(*overrides, preset="atat/seed"):
+    return load_config("test", "atat", config_file=preset, overrides=["train.precision=fp32", *overrides])
 
 
 def test_importance_gradient_does_not_reach_main_loss():
@@ -102,9 +102,8 @@ def _metrics(run_dir):
 
 
 def test_all_off_atat_is_mdlm(atat_home):
-    off = ["atat.importance.enabled=false", "atat.masking.strategy=uniform", "atat.curriculum.enabled=false"]
-    for method, extra in (("mdlm", []), ("atat", off)):
-        cfg = load_config("test", method, overrides=FAST + ["train.max_steps=6", *extra])
+    for method, preset in (("mdlm", None), ("atat", "atat/all_off")):
+        cfg = load_config("test", method, config_file=preset, overrides=FAST + ["train.max_steps=6"])
         Trainer(cfg, atat_home / method, progress=False, log=lambda *a, **k: None).run()
     mdlm = [(r["step"], r["loss"]) for r in _metrics(atat_home / "mdlm") if "loss" in r]
     atat = [(r["step"], r["loss"]) for r in _metrics(atat_home / "atat") if "loss" in r]
@@ -121,7 +120,7 @@ def test_switches_change_what_they_say(atat_home):
     }
     logged = {}
     for name, extra in runs.items():
-        cfg = load_config("test", "atat", overrides=FAST + ["train.max_steps=10", *extra])
+        cfg = load_config("test", "atat", config_file="atat/seed", overrides=FAST + ["train.max_steps=10", *extra])
         Trainer(cfg, atat_home / name, progress=False, log=lambda *a, **k: None).run()
         logged[name] = [r for r in _metrics(atat_home / name) if "loss" in r]
     assert "curriculum_stage" in logged["full"][0] and "curriculum_stage" not in logged["no_curriculum"][0]
@@ -141,6 +140,18 @@ def test_atat_config_errors():
         _atat("atat.importance.target=entropy")
     with pytest.raises(AtatError, match="temperature must be > 0"):
         _atat("atat.masking.temperature=0")
+    with pytest.raises(AtatError, match="do not combine"):
+        _atat("atat.time.proposal=adaptive")
+    with pytest.raises(AtatError, match="need atat.importance.input=x0"):
+        _atat("atat.importance.input=x_t")
+    with pytest.raises(AtatError, match="sees x_t only"):
+        _atat("atat.importance.input=x0", preset="atat/time")
+    with pytest.raises(AtatError, match="need atat.importance.enabled=true"):
+        _atat("atat.importance.enabled=false", preset="atat/tokens")
+    with pytest.raises(AtatError, match="unknown token schedule"):
+        _atat("atat.schedule.kind=zipf", preset="atat/frequency")
+    with pytest.raises(AtatError, match="atat.tokens: keep"):
+        _atat("atat.tokens.keep=0", preset="atat/tokens")
 
 
 def _synthetic_batch(g, B, T):
@@ -164,13 +175,15 @@ def test_rank_target_orders_masked_losses_within_each_sequence():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["rank", "loss"])
-def test_estimator_learns_difficulty(target):
+@pytest.mark.parametrize("preset,target", [("atat/seed", "rank"), ("atat/seed", "loss"), ("atat/time", "loss")])
+def test_estimator_learns_difficulty(preset, target):
     # Predictable tokens (0..7) follow from their left neighbour; noise tokens (8..39) do not.
-    # After a short training the predicted importance must rank tokens like their measured loss.
+    # After a short training the predicted importance must rank tokens like their measured loss
+    # (the x0 estimator of the seeds' design, and the x_t estimator of the valid designs).
     torch.manual_seed(0)
     V = 40
-    cfg = _atat("atat.curriculum.enabled=false", "atat.importance.loss_weight=1.0", f"atat.importance.target={target}")
+    off = ["atat.curriculum.enabled=false"] if preset == "atat/seed" else []
+    cfg = _atat(*off, "atat.importance.loss_weight=1.0", f"atat.importance.target={target}", preset=preset)
     model = build_model(cfg, V)
     objective = build_objective(cfg, V, 0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

@@ -3,8 +3,8 @@
     baseline: mdlm
     variants:
       mdlm: {method: mdlm}
-      atat_full: {config: atat/full}
-      atat_t3: {config: atat/full, set: [atat.masking.temperature=3.0]}
+      atat_seed: {config: atat/seed}
+      atat_t3: {config: atat/seed, set: [atat.masking.temperature=3.0]}
 
 Every variant is resolved into a full RunConfig when the grid is loaded, so an unknown key or
 value is an error before anything trains.

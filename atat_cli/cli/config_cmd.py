@@ -25,7 +25,7 @@ def list_presets():
 
 
 def show(
-    name: Annotated[str, typer.Argument(help="Size preset (tiny), shipped preset (atat/full) or path of a config file.")] = "tiny",
+    name: Annotated[str, typer.Argument(help="Size preset (tiny), shipped preset (atat/seed) or path of a config file.")] = "tiny",
     method: options.MethodOpt = None,
     overrides: options.OverridesOpt = None,
 ):
@@ -40,6 +40,11 @@ def show(
     is_size = name in preset_names("sizes")
     cfg = load_config(size=name if is_size else None, method=method, config_file=None if is_size else name,
                       overrides=overrides or [])
+    if cfg.method == "atat":
+        from atat_cli.config import OBJECTIVE_KINDS
+
+        kind = cfg.atat.kind()
+        out.print(f"# objective: {kind}: {OBJECTIVE_KINDS[kind]}", highlight=False)
     section = None
     for key, value, help_text in describe(cfg):
         head, _, leaf = key.rpartition(".")

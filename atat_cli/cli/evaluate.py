@@ -43,10 +43,16 @@ def evaluate(
     table = Table(title=f"{result['run']} ({result['method']}, step {result['step']}) on {result['data']}/{split}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row(f"{loss_name(result['method'])} (nats/token)", f"{result['nelbo']:.4f} ± {result['nelbo_stderr']:.4f}")
+    uniform = " (uniform masking)" if result["method"] != "ar" else ""
+    table.add_row(f"{loss_name(result['method'])}{uniform} (nats/token)", f"{result['nelbo']:.4f} ± {result['nelbo_stderr']:.4f}")
     table.add_row("perplexity" + (" (upper bound)" if result["method"] != "ar" else ""), f"{result['ppl']:.2f}")
     table.add_row("bits/token", f"{result['bits_per_token']:.4f}")
     table.add_row("bits/byte", f"{result['bits_per_byte']:.4f}")
+    if "own_nelbo" in result:  # a per-token schedule: the NELBO of the model's own forward process
+        table.add_row("own-process NELBO (nats/token)", f"{result['own_nelbo']:.4f} ± {result['own_nelbo_stderr']:.4f}")
+        table.add_row("own-process bits/byte", f"{result['own_bits_per_byte']:.4f}")
+    if result.get("objective"):
+        table.add_row("training objective", result["objective"])
     if "floor_bits_per_byte" in result:
         table.add_row("entropy floor (bits/byte)", f"{result['floor_bits_per_byte']:.4f}")
         table.add_row("gap to floor (bits/byte)", f"{result['gap_to_floor_bits_per_byte']:+.4f}")

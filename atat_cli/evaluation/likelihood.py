@@ -2,7 +2,8 @@
 
 Diffusion models (MDLM and every ATAT variant) are always scored with the true NELBO under
 *uniform* masking, whatever masking they were trained with, so the number is an upper bound on
-the NLL and comparable between runs. Each block gets K time samples, stratified over [eps, 1]
+the NLL and comparable between runs. A model with a per-token schedule is also scored with the
+NELBO of its own forward process (`own_*`): another upper bound on the same NLL. Each block gets K time samples, stratified over [eps, 1]
 (antithetic), from a generator with a fixed seed. AR models report their exact NLL.
 """
 
@@ -16,7 +17,7 @@ import torch
 
 from atat_cli.diffusion import build_schedule, time_of
 from atat_cli.evaluation.importance import spearman
-from atat_cli.models import importance_estimator_of
+from atat_cli.models import importance_estimator_of, token_schedule_of
 from atat_cli.objectives.base import BANDS, ar_token_nll, band_rows, nelbo_terms
 
 
@@ -31,12 +32,13 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
-    per_block = []
+    per_block, own_per_block = [], []
     correct = {b: 0 for b in BANDS}
     counted = {b: 0 for b in BANDS}
     schedule = build_schedule(diffusion_cfg.schedule, diffusion_cfg.eps) if method != "ar" else None
     # ATAT: predicted importance vs the measured loss of the same masked tokens
     estimator = importance_estimator_of(model) if method != "ar" else None
+    token_schedule = token_schedule_of(model) if method != "ar" else None
     predicted, measured = [], []
     for start in range(0, len(blocks), batch_size):
         x0 = torch.from_numpy(np.asarray(blocks[start : start + batch_size], dtype=np.int64)).to(device)
@@ -46,18 +48,23 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
             per_block.append(nll.sum(dim=1).double().cpu())
         else:
             block_nats = torch.zeros(x0.shape[0], dtype=torch.float64, device=device)
+            own_nats = torch.zeros_like(block_nats)
             u = torch.rand(x0.shape[0], mc, generator=generator, device=device)
             for k in range(mc):  # K stratified time samples per block, one stratum each
                 t = time_of((k + u[:, k]) / mc, diffusion_cfg.eps)
                 with autocast():
                     out = nelbo_terms(model, x0, t, schedule, mask_id, generator)
                 block_nats += out.terms.sum(dim=1).double() / mc
+                if token_schedule is not None:
+                    with autocast():
+                        own = nelbo_terms(model, x0, t, schedule, mask_id, generator, token_schedule=token_schedule)
+                    own_nats += own.terms.sum(dim=1).double() / mc
                 hit = out.logits.argmax(dim=-1) == x0[out.masked]  # (N,) at the masked positions
                 sequence = out.masked.nonzero(as_tuple=True)[0]  # (N,) the sequence of each
                 rate = schedule.mask_rate(t)
                 if estimator is not None:
                     with autocast():
-                        importance = estimator(x0, rate)
+                        importance = estimator(out.x_t if estimator.input == "x_t" else x0, rate)
                     predicted.append(importance.float()[out.masked].cpu())
                     measured.append(out.nll[out.masked].cpu())
                 for band, rows in band_rows(rate).items():
@@ -65,12 +72,15 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
                     correct[band] += int((hit & in_band).sum())
                     counted[band] += int(in_band.sum())
             per_block.append(block_nats.cpu())
+            own_per_block.append(own_nats.cpu())
         if progress is not None:
             progress(min(start + batch_size, len(blocks)))
     model.train(was_training)
     per_block = torch.cat(per_block) if per_block else torch.zeros(0, dtype=torch.float64)
     result = {"nats": float(per_block.sum()), "per_block_nats": per_block.numpy(),
               "tokens": int(len(blocks) * blocks.shape[1]) if len(blocks) else 0}
+    if token_schedule is not None:
+        result["own_per_block_nats"] = torch.cat(own_per_block).numpy()
     if method != "ar":
         result["mask_accuracy"] = {b: (correct[b] / counted[b] if counted[b] else None) for b in BANDS}
         result["mask_tokens"] = counted
@@ -82,20 +92,22 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
 def summarize(raw: dict, bytes_per_token: float) -> dict:
     """Per-token and per-byte numbers, with the standard error across blocks."""
     tokens = raw["tokens"]
-    nelbo = raw["nats"] / tokens
-    per_block = raw["per_block_nats"] / (tokens / len(raw["per_block_nats"]))
-    stderr = float(per_block.std(ddof=1) / math.sqrt(len(per_block))) if len(per_block) > 1 else float("nan")
     n_bytes = tokens * bytes_per_token
-    out = {
-        "nelbo": nelbo,
-        "nelbo_stderr": stderr,
-        "ppl": math.exp(nelbo),
-        "bits_per_token": nelbo / math.log(2),
-        "bits_per_byte": raw["nats"] / math.log(2) / n_bytes,
-        "tokens": tokens,
-        "bytes": int(round(n_bytes)),
-    }
+    out = _per_token(raw["per_block_nats"], tokens, n_bytes)
+    out["ppl"] = math.exp(out["nelbo"])
+    out |= {"tokens": tokens, "bytes": int(round(n_bytes))}
+    if "own_per_block_nats" in raw:  # the per-token schedule's own bound, beside the uniform one
+        out |= {f"own_{k}": v for k, v in _per_token(raw["own_per_block_nats"], tokens, n_bytes).items()}
     for key in ("mask_accuracy", "importance_spearman"):
         if key in raw:
             out[key] = raw[key]
     return out
+
+
+def _per_token(per_block_nats: np.ndarray, tokens: int, n_bytes: float) -> dict:
+    """NELBO per token with its standard error across blocks, bits per token and per byte."""
+    nelbo = float(per_block_nats.sum()) / tokens
+    per_block = per_block_nats / (tokens / len(per_block_nats))
+    stderr = float(per_block.std(ddof=1) / math.sqrt(len(per_block))) if len(per_block) > 1 else float("nan")
+    return {"nelbo": nelbo, "nelbo_stderr": stderr, "bits_per_token": nelbo / math.log(2),
+            "bits_per_byte": float(per_block_nats.sum()) / math.log(2) / n_bytes}

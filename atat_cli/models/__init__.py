@@ -1,27 +1,41 @@
 """Networks: the DiT denoiser, the AR baseline, ATAT's importance estimator, and shared blocks."""
 
+from atat_cli.diffusion import TokenSchedule, frequency_exponents
 from atat_cli.models.ar import ARModel
 from atat_cli.models.dit import DiT
-from atat_cli.models.importance_estimator import DenoiserWithEstimator, ImportanceEstimator
+from atat_cli.models.importance_estimator import ATATModel, ImportanceEstimator
 
 
-def build_model(cfg, vocab_size: int):
+def build_model(cfg, vocab_size: int, token_counts=None):
     """The network a RunConfig asks for: AR for 'ar'; the DiT for 'mdlm', and for 'atat' the DiT
-    bundled with an importance estimator when that is switched on (built after the DiT, so the
-    DiT's initialisation is the same as MDLM's for the same seed)."""
+    bundled with what ATAT switches on (built after the DiT, so the DiT's initialisation is the
+    same as MDLM's for the same seed): the importance estimator, and a per-token schedule whose
+    exponents come from `token_counts` (the training split's counts per id; a run being loaded
+    passes None and gets them from its checkpoint)."""
     if cfg.method == "ar":
         return ARModel(cfg.model, vocab_size)
     dit = DiT(cfg.model, vocab_size)
-    if cfg.method == "atat" and cfg.atat.importance.enabled:
+    if cfg.method != "atat" or not (cfg.atat.importance.enabled or cfg.atat.schedule.kind != "uniform"):
+        return dit
+    estimator = token_schedule = None
+    if cfg.atat.importance.enabled:
         estimator = ImportanceEstimator(cfg.atat.importance, vocab_size, cfg.model.seq_len,
                                         position_bias=cfg.atat.masking.strategy == "position")
-        return DenoiserWithEstimator(dit, estimator)
-    return dit
+    if cfg.atat.schedule.kind == "frequency":
+        s = cfg.atat.schedule
+        exponents = None if token_counts is None else frequency_exponents(token_counts, s.strength, s.max_exponent)
+        token_schedule = TokenSchedule(vocab_size, exponents)
+    return ATATModel(dit, estimator, token_schedule)
 
 
 def importance_estimator_of(model):
     """The estimator inside a built model, or None (MDLM, AR, ATAT with importance off)."""
-    return model.estimator if isinstance(model, DenoiserWithEstimator) else None
+    return model.estimator if isinstance(model, ATATModel) else None
+
+
+def token_schedule_of(model):
+    """The per-token masking schedule inside a built model, or None (uniform masking)."""
+    return model.token_schedule if isinstance(model, ATATModel) else None
 
 
 def count_parameters(model, non_embedding: bool = False) -> int:
@@ -29,5 +43,5 @@ def count_parameters(model, non_embedding: bool = False) -> int:
     return sum(p.numel() for name, p in params if not (non_embedding and name.startswith("embed")))
 
 
-__all__ = ["ARModel", "DiT", "DenoiserWithEstimator", "ImportanceEstimator", "build_model",
-           "count_parameters", "importance_estimator_of"]
+__all__ = ["ARModel", "ATATModel", "DiT", "ImportanceEstimator", "build_model", "count_parameters",
+           "importance_estimator_of", "token_schedule_of"]

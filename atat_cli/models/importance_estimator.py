@@ -2,12 +2,14 @@
 
     s = sigmoid(head(blocks(embed(x), t)) + b_pos)    in [0, 1] per position
 
-x may contain the mask id (the sampler runs it on partially masked x_t). The head starts at zero
-so every score starts at 0.5, i.e. ATAT starts out as uniform masking. b_pos is a learned
-per-position bias, used only by the `position` masking strategy.
+x may contain the mask id. `input` says what it is trained on: `x_t` (valid designs: it sees
+only the noisy sequence, as the sampler does, and predicts each masked position's loss) or `x0`
+(the seeds' design: it scores the clean text). The head starts at zero so every score starts at
+0.5. b_pos is a learned per-position bias, used only by the seeds' `position` masking strategy.
 
-`DenoiserWithEstimator` bundles the DiT and the estimator into one module, so the trainer's
-optimiser, EMA, checkpoints and DDP handle both without knowing about ATAT.
+`ATATModel` bundles the DiT with the estimator and a per-token masking schedule (either may be
+absent) into one module, so the trainer's optimiser, EMA, checkpoints and DDP handle them all
+without knowing about ATAT.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from atat_cli.models.layers import Block, FinalLayer, Rotary, TimeEmbedding
 
 class ImportanceEstimator(nn.Module):
     def __init__(self, cfg, vocab_size: int, seq_len: int, position_bias: bool = False):
-        """cfg: ImportanceConfig (n_layers, d_model, n_heads); vocab_size excludes the mask id."""
+        """cfg: ImportanceConfig (n_layers, d_model, n_heads, input); vocab_size excludes the mask id."""
         super().__init__()
+        self.input = cfg.input
         cond_dim = cfg.d_model // 2
         self.embed = nn.Embedding(vocab_size + 1, cfg.d_model)
         self.time = TimeEmbedding(cond_dim)
@@ -44,13 +47,15 @@ class ImportanceEstimator(nn.Module):
         return torch.sigmoid(score)
 
 
-class DenoiserWithEstimator(nn.Module):
-    """The DiT plus its importance estimator; calling it is calling the DiT."""
+class ATATModel(nn.Module):
+    """The DiT plus ATAT's parts (estimator, per-token schedule; None when off); calling it is
+    calling the DiT."""
 
-    def __init__(self, denoiser: nn.Module, estimator: ImportanceEstimator):
+    def __init__(self, denoiser: nn.Module, estimator: ImportanceEstimator | None, token_schedule: nn.Module | None):
         super().__init__()
         self.denoiser = denoiser
         self.estimator = estimator
+        self.token_schedule = token_schedule
         self.vocab_size = denoiser.vocab_size
         self.mask_id = denoiser.mask_id
 

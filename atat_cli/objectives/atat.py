@@ -1,51 +1,33 @@
-"""The ATAT objective: curriculum-weighted denoising loss + lambda * importance loss.
+"""Valid ATAT: adaptive time, adaptive tokens and per-token schedules that keep a bound.
 
-Per step, for clean x0 and times t (MDLM's antithetic sampler):
-  1. importance s = estimator(x0, r(t)) in [0, 1] per position;
-  2. masking with per-position probabilities from s (adaptive_masking.py), mean rate r(t);
-  3. the MDLM NELBO terms w(t) * (-log p(x0_i | x_t)) at masked positions, weighted per token by
-     the curriculum (curriculum.py);
-  4. + lambda * MSE between s and its target, at masked positions unless said otherwise:
-     `rank` = where the token's loss ranks among the sequence's masked tokens, (rank + 1/2) / count,
-     uniform on (0, 1) at every stage of training, so relative difficulty is learnable from the
-     first steps; `loss` = 1 - exp(-per-token loss), the probability mass the denoiser misses
-     (absolute difficulty: ~1 for every token while the model is young); or `masked` = the mask
-     indicator at every position, the seed documents' literal target. Losses are detached.
-s reaches masking and weights detached, so the estimator cannot lower the main loss by rating
-tokens easy. With the estimator, adaptive masking and the curriculum all off, the computation
-and the random draws are exactly MDLM's.
+Per step, for clean x0 (B, T):
+  1. times t from the adaptive proposal pi(t), each sequence weighted by 1/pi(t)
+     (`atat.time`, atat/time_proposal.py), or MDLM's antithetic uniform times;
+  2. masking at the base rate r(t), or per token at r(t)^{w_x} (`atat.schedule`,
+     diffusion/token_schedule.py);
+  3. the estimator scores x_t (never x0) and, with `atat.tokens.keep` < 1, a subset of the masked
+     positions is sampled in proportion to its predicted loss and reweighted by 1/q
+     (atat/token_subset.py): the head and the cross-entropy run on those rows only;
+  4. the NELBO terms of the forward process in use, + lambda * MSE of the estimator against
+     the detached per-token loss target at the scored positions (its own parameters only).
+
+What the loss estimates (`ATATConfig.kind()`):
+  - uniform schedule: an unbiased estimate of the uniform-masking NELBO (steps 1 and 3 only move
+    where samples fall and reweight them), so MDLM's optimum and MDLM's number;
+  - per-token schedule: an unbiased estimate of that process's own NELBO, a valid bound too;
+  - `time.reweight=false`: the per-t terms reweighted by pi(t): same minimiser, but neither.
+With every part off, the computation and the random draws are MDLM's.
 """
 
 from __future__ import annotations
 
 import torch
 
-from atat_cli.atat.adaptive_masking import mask_probabilities
-from atat_cli.atat.curriculum import Curriculum
-from atat_cli.diffusion import build_schedule, sample_times
-from atat_cli.models import importance_estimator_of
-from atat_cli.objectives.base import Objective, band_metrics, nelbo_terms
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module under DDP / torch.compile wrappers."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
-
-
-def importance_targets(nll: torch.Tensor, masked: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(target values, positions where the importance loss applies), both (B, T)."""
-    if target == "masked":
-        return masked.float(), torch.ones_like(masked)
-    nll = nll.detach()
-    if target == "loss":
-        return 1.0 - torch.exp(-nll), masked
-    # unmasked positions sort last, so ranks 0..count-1 are the masked tokens' own
-    key = torch.where(masked, nll, torch.full_like(nll, float("inf")))
-    ranks = key.argsort(dim=1).argsort(dim=1).to(nll.dtype)
-    count = masked.sum(dim=1, keepdim=True).clamp(min=1)
-    return (ranks + 0.5) / count, masked
+from atat_cli.atat.time_proposal import TimeProposal
+from atat_cli.atat.token_subset import sample_kept
+from atat_cli.diffusion import build_schedule, mask_tokens, sample_times, time_of
+from atat_cli.models import importance_estimator_of, token_schedule_of
+from atat_cli.objectives.base import Objective, band_metrics, importance_targets, masked_terms, unwrap
 
 
 class ATATObjective(Objective):
@@ -55,49 +37,53 @@ class ATATObjective(Objective):
         self.antithetic = cfg.diffusion.antithetic
         self.mask_id = mask_id
         self.atat = cfg.atat
-        self.curriculum = Curriculum(cfg.atat.curriculum) if cfg.atat.curriculum.enabled else None
-        self.progress = 0.0
-
-    def begin_step(self, step: int, max_steps: int) -> None:
-        self.progress = step / max_steps
-
-    def observe_validation(self, val_loss: float) -> None:
-        if self.curriculum is not None:
-            self.curriculum.observe_validation(val_loss)
+        self.time = TimeProposal(cfg.atat.time) if cfg.atat.time.proposal == "adaptive" else None
 
     def state_dict(self) -> dict:
-        return {"curriculum": self.curriculum.state_dict() if self.curriculum else None}
+        return {"time": self.time.state_dict() if self.time else None}
 
     def load_state_dict(self, state: dict) -> None:
-        if self.curriculum is not None and state.get("curriculum"):
-            self.curriculum.load_state_dict(state["curriculum"])
+        if self.time is not None and state.get("time"):
+            self.time.load_state_dict(state["time"])
+
+    def sample_times(self, n: int, generator, device):
+        """(t (n,), per-sequence weight (n,) or None, proposal bin (n,) or None)."""
+        if self.time is None:
+            return sample_times(n, self.eps, self.antithetic, generator, device), None, None
+        u, weight, k = self.time.sample(n, self.antithetic, generator, device)
+        return time_of(u, self.eps), (weight if self.atat.time.reweight else None), k
 
     def loss(self, model, x0, generator, diagnostics=True):
         cfg = self.atat
-        t = sample_times(x0.shape[0], self.eps, self.antithetic, generator, x0.device)
+        B, T = x0.shape
+        t, time_weight, bins = self.sample_times(B, generator, x0.device)
         rate = self.schedule.mask_rate(t)
-        estimator = importance_estimator_of(unwrap(model))
-        s = estimator(x0, rate) if estimator is not None else None
-        mask_prob = None  # uniform: MDLM's masking
-        if s is not None and cfg.masking.strategy != "uniform":
-            mask_prob = mask_probabilities(s.detach(), rate, cfg.masking.strategy, cfg.masking.temperature)
-        out = nelbo_terms(model, x0, t, self.schedule, self.mask_id, generator, mask_prob)
-        logits, masked, nll, terms = out.logits, out.masked, out.nll, out.terms
-        nelbo = terms.mean()
-        metrics = {"nelbo": nelbo.detach(), "mask_rate": masked.float().mean(), "mask_rate_scheduled": rate.mean()}
+        inner = unwrap(model)
+        estimator, token_schedule = importance_estimator_of(inner), token_schedule_of(inner)
+        mask_prob = rate[:, None] if token_schedule is None else token_schedule.mask_prob(rate, x0)
+        x_t, masked = mask_tokens(x0, mask_prob, self.mask_id, generator)
+        s = estimator(x_t, rate) if estimator is not None else None
+        scored, q = masked, None
+        if cfg.tokens.keep < 1:
+            scored, q = sample_kept(s.detach(), masked, cfg.tokens.keep, cfg.tokens.floor, generator)
+        logits = model(x_t, rate, at=scored)  # the head runs at the scored positions only
+        nll, terms = masked_terms(logits, x0, scored, t, self.schedule, self.mask_id, token_schedule)
+        if q is not None:
+            terms = torch.where(scored, terms / q, terms)
+        nelbo = terms.mean()  # the unweighted-in-t estimate: what the proposal learns from
+        if self.time is not None:
+            self.time.observe(bins, terms.detach().mean(dim=1))
+        loss = nelbo if time_weight is None else (terms * time_weight[:, None]).mean()
+        metrics = {"nelbo": loss.detach() if time_weight is not None else nelbo.detach(),
+                   "mask_rate": masked.float().mean()}
+        if q is not None:
+            metrics["kept_fraction"] = scored.sum() / masked.sum().clamp(min=1)
+        if time_weight is not None:
+            metrics["time_weight_max"] = time_weight.max()
         if diagnostics:
-            metrics.update(band_metrics(logits, x0, masked, terms.detach(), rate, self.schedule.loss_weight(t)))
-        loss = nelbo
-        if self.curriculum is not None:
-            weights = self.curriculum.weights(s.detach(), self.progress)
-            loss = (terms * weights).mean()
-            metrics["curriculum_level"] = torch.tensor(self.curriculum.level(self.progress))
-            metrics["curriculum_stage"] = self.curriculum.stage(self.progress)
-            # all tokens average 1 by construction; the masked ones show what the curriculum favours
-            metrics["weight_masked_mean"] = (weights * masked).sum() / masked.sum().clamp(min=1)
-            metrics["weighted_loss"] = loss.detach()
+            metrics.update(band_metrics(logits, x0, scored, terms.detach(), rate, self.schedule.loss_weight(t)))
         if s is not None:
-            target, where = importance_targets(nll, masked, cfg.importance.target)
+            target, where = importance_targets(nll, scored, cfg.importance.target)
             importance_loss = ((s - target) ** 2 * where).sum() / where.sum().clamp(min=1)
             loss = loss + cfg.importance.loss_weight * importance_loss
             metrics["importance_loss"] = importance_loss.detach()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from atat_cli.diffusion import NoiseSchedule, mask_tokens, masked_token_nll, nelbo_per_token
+from atat_cli.diffusion import NoiseSchedule, TokenSchedule, mask_tokens, masked_token_nll, nelbo_per_token
 
 
 def loss_name(method: str) -> str:
@@ -43,6 +43,13 @@ class Objective(ABC):
         """Restore what state_dict returned."""
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under DDP / torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
 # --- the diffusion NELBO -------------------------------------------------------------------
 
 
@@ -53,19 +60,37 @@ class NelboTerms:
     logits: torch.Tensor  # (N, V): the real vocabulary's logits at the N masked positions, row-major order
     masked: torch.Tensor  # (B, T) bool: positions replaced by the mask id
     nll: torch.Tensor  # (B, T) -log p(x0_i | x_t) at masked positions, 0 elsewhere (fp32)
-    terms: torch.Tensor  # (B, T) w(t) * nll: their mean over all tokens is the NELBO
+    terms: torch.Tensor  # (B, T) the NELBO's per-token terms: their mean over all tokens is the NELBO
+    x_t: torch.Tensor  # (B, T) the noisy input
 
 
 def nelbo_terms(model, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule, mask_id: int,
-                generator: torch.Generator, mask_prob: torch.Tensor | None = None) -> NelboTerms:
+                generator: torch.Generator, mask_prob: torch.Tensor | None = None,
+                token_schedule: TokenSchedule | None = None) -> NelboTerms:
     """Mask x0 at times t (B,), with probability 1 - alpha(t) per token unless `mask_prob` (B, T)
-    says otherwise, run the model on x_t and the noise level, and weight the masked tokens' NLL
-    by w(t) = -alpha'(t) / (1 - alpha(t))."""
+    or a per-token `token_schedule` says otherwise, run the model on x_t and the noise level, and
+    weight the masked tokens' NLL by w(t) = -alpha'(t) / (1 - alpha(t)) (or take the per-token
+    schedule's own bound terms)."""
     rate = schedule.mask_rate(t)
+    if token_schedule is not None:
+        mask_prob = token_schedule.mask_prob(rate, x0)
     x_t, masked = mask_tokens(x0, rate[:, None] if mask_prob is None else mask_prob, mask_id, generator)
     logits = model(x_t, rate, at=masked)  # the head runs at masked positions only
-    nll = masked_token_nll(logits, x0, masked, mask_id)
-    return NelboTerms(logits, masked, nll, nelbo_per_token(nll, t, schedule))
+    nll, terms = masked_terms(logits, x0, masked, t, schedule, mask_id, token_schedule)
+    return NelboTerms(logits, masked, nll, terms, x_t)
+
+
+def masked_terms(logits, x0, at, t, schedule: NoiseSchedule, mask_id: int,
+                 token_schedule: TokenSchedule | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(nll, terms), both (B, T) fp32 and zero off `at`, from the head's rows `logits` (N, >= V)
+    at the positions `at` (B, T): MDLM's w(t) * nll, or the per-token schedule's bound terms."""
+    if token_schedule is None:
+        nll = masked_token_nll(logits, x0, at, mask_id)
+        return nll, nelbo_per_token(nll, t, schedule)
+    sequence = at.nonzero(as_tuple=True)[0]
+    nll, terms = token_schedule.bound_terms(logits[:, :mask_id], x0[at], schedule.loss_weight(t)[sequence])
+    zeros = torch.zeros(x0.shape, dtype=nll.dtype, device=x0.device)
+    return zeros.masked_scatter(at, nll), zeros.masked_scatter(at, terms)
 
 
 # Corruption bands by masking rate, shared by training logs and evaluation: low < 0.3 <= mid < 0.7 <= high.
@@ -95,6 +120,23 @@ def band_metrics(logits, x0, masked, terms, rate, loss_weight) -> dict:
         out[f"loss_{band}"] = terms[rows].mean()
         out[f"grad_{band}"] = grad_sq[rows[sequence]].mean().sqrt()
     return out
+
+
+# --- the importance estimator's target ---------------------------------------------------
+
+
+def importance_targets(nll: torch.Tensor, masked: torch.Tensor, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target values, positions where the importance loss applies), both (B, T)."""
+    if target == "masked":
+        return masked.float(), torch.ones_like(masked)
+    nll = nll.detach()
+    if target == "loss":
+        return 1.0 - torch.exp(-nll), masked
+    # unmasked positions sort last, so ranks 0..count-1 are the masked tokens' own
+    key = torch.where(masked, nll, torch.full_like(nll, float("inf")))
+    ranks = key.argsort(dim=1).argsort(dim=1).to(nll.dtype)
+    count = masked.sum(dim=1, keepdim=True).clamp(min=1)
+    return (ranks + 0.5) / count, masked
 
 
 # --- the AR NLL ----------------------------------------------------------------------------

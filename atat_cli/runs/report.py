@@ -43,7 +43,8 @@ def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc:
                                   progress=advance)
     result = {"run": str(trained.checkpoint.parent), "checkpoint": str(trained.checkpoint), "method": cfg.method,
               "step": trained.step, "data": corpus.name, "split": split,
-              "mc": mc if cfg.method != "ar" else None, "seed": seed}
+              "mc": mc if cfg.method != "ar" else None, "seed": seed,
+              "objective": cfg.atat.kind() if cfg.method == "atat" else None}
     result.update(summarize(raw, corpus.bytes_per_token(split)))
     floor = corpus.meta.get("entropy_floor")  # known for a synthetic source: how far off the best
     if floor is not None:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -96,7 +97,10 @@ class Trainer:
                             "use more data or a smaller model.seq_len")
 
         torch.manual_seed(cfg.train.seed)
-        self.model = build_model(cfg, self.data.vocab_size).to(self.device)
+        counts = None
+        if cfg.method == "atat" and cfg.atat.schedule.kind == "frequency":  # a fresh run's exponents
+            counts = np.bincount(self.data.tokens("train"), minlength=self.data.vocab_size)
+        self.model = build_model(cfg, self.data.vocab_size, token_counts=counts).to(self.device)
         self.ema = EMA(self.model, cfg.optim.ema) if cfg.optim.ema > 0 else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                            weight_decay=cfg.optim.weight_decay)

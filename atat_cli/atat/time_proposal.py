@@ -1,0 +1,66 @@
+"""An adaptive proposal over diffusion time, learned from the loss (improved DDPM's importance
+sampling of L_vlb, Nichol & Dhariwal 2021).
+
+u in [0, 1) (t = (1 - eps) u + eps) is split into K equal bins. Each bin keeps an EMA of the
+squared per-sequence loss seen there, and
+
+    pi_k = (1 - m) * sqrt(E[L^2]_k) / sum_j sqrt(E[L^2]_j) + m / K
+
+(uniform until every bin has been seen MIN_SEEN times). Sampling u ~ pi and weighting the loss
+by 1 / (K pi_k) keeps its expectation: E_pi[L(u) / (K pi(u))] = integral of L over [0, 1), the
+uniform-masking NELBO, with less variance where the loss is large and noisy (small t: few masked
+tokens, weight 1/t). The mix m bounds every weight by 1/m. Draws are stratified over pi's CDF
+when sampling is antithetic, as MDLM stratifies u.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MIN_SEEN = 8  # observations per bin before the proposal leaves uniform
+
+
+class TimeProposal:
+    def __init__(self, cfg):
+        """cfg: TimeConfig (bins, uniform_mix, decay)."""
+        self.bins, self.mix, self.decay = cfg.bins, cfg.uniform_mix, cfg.decay
+        self.mean_sq = torch.zeros(self.bins, dtype=torch.float64)
+        self.seen = torch.zeros(self.bins, dtype=torch.float64)
+
+    def probabilities(self) -> torch.Tensor:
+        """pi_k (K,), summing to 1."""
+        uniform = torch.full((self.bins,), 1.0 / self.bins, dtype=torch.float64)
+        if bool((self.seen < MIN_SEEN).any()):
+            return uniform
+        rms = self.mean_sq.sqrt()
+        return (1 - self.mix) * rms / rms.sum() + self.mix * uniform
+
+    def sample(self, n: int, antithetic: bool, generator: torch.Generator, device):
+        """(u (n,), weight (n,) = 1 / (K pi(u)), bin (n,)). Uniform pi gives u = MDLM's draw."""
+        v = torch.rand(n, generator=generator, device=device)
+        if antithetic:
+            v = (v / n + torch.arange(n, device=device) / n) % 1.0
+        p = self.probabilities().to(device)
+        cdf = p.cumsum(0)
+        k = torch.searchsorted(cdf, v.double(), right=True).clamp(max=self.bins - 1)
+        within = ((v.double() - (cdf[k] - p[k])) / p[k]).clamp(0.0, 1.0 - 1e-7)
+        u = ((k.double() + within) / self.bins).to(v.dtype)
+        return u, (1.0 / (self.bins * p[k])).to(v.dtype), k
+
+    def observe(self, k: torch.Tensor, loss: torch.Tensor) -> None:
+        """Fold in the per-sequence losses (n,) drawn in bins k (n,), before any 1/pi weighting."""
+        k = k.cpu()
+        sums = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, k, loss.detach().double().cpu() ** 2)
+        counts = torch.bincount(k, minlength=self.bins).double()
+        hit = counts > 0
+        batch = sums[hit] / counts[hit]
+        old = self.mean_sq[hit]
+        self.mean_sq[hit] = torch.where(self.seen[hit] > 0, self.decay * old + (1 - self.decay) * batch, batch)
+        self.seen += counts
+
+    def state_dict(self) -> dict:
+        return {"mean_sq": self.mean_sq.tolist(), "seen": self.seen.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean_sq = torch.tensor(state["mean_sq"], dtype=torch.float64)
+        self.seen = torch.tensor(state["seen"], dtype=torch.float64)

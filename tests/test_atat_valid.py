@@ -1,0 +1,202 @@
+"""The defining property of each valid ATAT design.
+
+Kind 1 (adaptive time, adaptive tokens): on a fixed model, the training loss's expectation is the
+uniform-masking NELBO, MDLM's, within Monte Carlo error (stated in each assert).
+Kind 2 (per-token schedule): the bound is never below the exact NLL of a source whose entropy is
+known, and is tight for the exact posterior.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from atat_cli.atat import TimeProposal, keep_probabilities
+from atat_cli.config import TimeConfig, load_config
+from atat_cli.diffusion import TokenSchedule, build_schedule, frequency_exponents, time_of
+from atat_cli.errors import AtatError
+from atat_cli.models import build_model
+from atat_cli.objectives import build_objective, nelbo_terms
+
+V, T = 12, 16
+
+
+def _cfg(preset, *overrides):
+    return load_config("test", "atat", config_file=preset, overrides=["train.precision=fp32", *overrides])
+
+
+def _skewed_proposal(bins=8) -> TimeProposal:
+    proposal = TimeProposal(TimeConfig(bins=bins, uniform_mix=0.1))
+    proposal.mean_sq = torch.linspace(0.1, 5.0, bins, dtype=torch.float64) ** 2
+    proposal.seen[:] = 100
+    return proposal
+
+
+def test_time_proposal_weights_integrate_any_function_exactly():
+    # E_pi[f(u) / (K pi(u))] = integral of f over [0, 1): on a fine stratified grid of v it is a
+    # Riemann sum, so a smooth f is integrated to ~1e-6.
+    proposal = _skewed_proposal()
+    p = proposal.probabilities()
+    assert abs(float(p.sum()) - 1) < 1e-12 and float(p.max() / p.min()) > 5  # really non-uniform
+    n = 200_000
+    g = torch.Generator().manual_seed(0)
+    u, weight, k = proposal.sample(n, True, g, "cpu")
+    assert u.min() >= 0 and u.max() < 1 and torch.equal(k, (u * 8).long().clamp(max=7))
+    for f, exact in ((lambda x: x, 0.5), (lambda x: torch.exp(-3 * x), (1 - math.exp(-3)) / 3)):
+        assert abs(float((f(u.double()) * weight).mean()) - exact) < 1e-4
+    # more samples fall where the loss is larger
+    assert (k == 7).sum() > 3 * (k == 0).sum()
+
+
+def test_time_proposal_learns_from_loss_and_starts_uniform():
+    proposal = TimeProposal(TimeConfig(bins=4))
+    assert torch.allclose(proposal.probabilities(), torch.full((4,), 0.25, dtype=torch.float64))
+    g = torch.Generator().manual_seed(0)
+    u, weight, k = proposal.sample(64, True, g, "cpu")
+    assert torch.allclose(weight, torch.ones(64)) and torch.allclose(u, (torch.arange(64) + u * 64 % 1) / 64, atol=1e-5)
+    for _ in range(10):  # bin 3 has a 4x larger loss
+        proposal.observe(torch.arange(4), torch.tensor([1.0, 1.0, 1.0, 4.0]))
+    p = proposal.probabilities()
+    assert p[3] > 2.5 * p[0] and abs(float(p.sum()) - 1) < 1e-12
+    restored = TimeProposal(TimeConfig(bins=4))
+    restored.load_state_dict(proposal.state_dict())
+    assert torch.equal(restored.probabilities(), p)
+
+
+def test_keep_probabilities_follow_prediction_and_stay_bounded():
+    predicted = torch.tensor([[0.1, 0.9, 0.5, 0.0]])
+    masked = torch.tensor([[True, True, True, False]])
+    q = keep_probabilities(predicted, masked, keep=0.5, floor=0.25)
+    assert q[0, 1] > q[0, 2] > q[0, 0] >= 0.5 * 0.25
+    assert float(q.max()) <= 1.0
+
+
+def _loss_samples(objective, model, x0, draws, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return torch.stack([objective.loss(model, x0, g, diagnostics=False)[1]["nelbo"] for _ in range(draws)]).double()
+
+
+@pytest.mark.parametrize("preset,extra", [("atat/time", []), ("atat/tokens", [])])
+def test_kind1_estimate_has_mdlm_expectation(preset, extra):
+    """Same fixed model and batch: the design's loss estimates and MDLM's have the same mean."""
+    torch.manual_seed(0)
+    cfg = _cfg(preset, "atat.importance.loss_weight=0", *extra)
+    model = build_model(cfg, V).eval()
+    for p in model.estimator.parameters():  # a non-trivial, fixed estimator
+        torch.nn.init.normal_(p, std=0.3)
+    x0 = torch.randint(0, V, (8, T), generator=torch.Generator().manual_seed(1))
+    design = build_objective(cfg, V, 0)
+    if design.time is not None:
+        design.time = _skewed_proposal(cfg.atat.time.bins)
+        design.time.observe = lambda *a: None  # hold the proposal fixed while sampling
+    mdlm = build_objective(load_config("test", "mdlm", overrides=["train.precision=fp32"]), V, 0)
+    a = _loss_samples(design, model, x0, 1500)
+    b = _loss_samples(mdlm, model.denoiser, x0, 1500, seed=1)
+    se = math.sqrt(a.var() / len(a) + b.var() / len(b))
+    assert abs(float(a.mean() - b.mean())) < 4 * se, (float(a.mean()), float(b.mean()), se)
+    if preset == "atat/tokens":  # the point of the design: fewer rows through the head
+        g = torch.Generator().manual_seed(2)
+        kept = design.loss(model, x0, g)[1]["kept_fraction"]
+        assert 0.3 < float(kept) < 0.7
+
+
+# --- kind 2: a per-token schedule's own bound -------------------------------------------------
+
+
+P = torch.tensor([0.45, 0.25, 0.15, 0.08, 0.05, 0.02], dtype=torch.float64)  # i.i.d. source
+ENTROPY = float(-(P * P.log()).sum())  # nats per token: the exact NLL rate
+
+
+class IIDModel(torch.nn.Module):
+    """A denoiser for an i.i.d. source: at every masked row, the distribution mu(level)."""
+
+    def __init__(self, mu):
+        super().__init__()
+        self.mu = mu
+
+    def forward(self, x_t, level, at=None):
+        sequence = at.nonzero(as_tuple=True)[0]
+        return self.mu(level[sequence]).log().float()
+
+
+def _posterior(schedule):
+    """The exact p(x0 = v | masked at rate r) for the i.i.d. source: P_v r^{w_v}, normalised."""
+    def mu(rate):
+        unnorm = P[None, :] * torch.exp(schedule.exponents.double()[None, :] * rate.double().log()[:, None])
+        return unnorm / unnorm.sum(-1, keepdim=True)
+    return mu
+
+
+def _exact_bound(schedule, mu, eps=1e-3, n=20_000):
+    """Per-token bound by quadrature over t (midpoints) and exact expectation over x0 and masking."""
+    base = build_schedule("loglinear", eps)
+    t = time_of((torch.arange(n, dtype=torch.float64) + 0.5) / n, eps)
+    rate = base.mask_rate(t)
+    V6 = len(P)
+    x = torch.arange(V6).repeat(n)  # every (t, x0) pair as a row
+    rows_rate = rate.repeat_interleave(V6)
+    logits = mu(rows_rate).log()
+    _, terms = schedule.bound_terms(logits, x, base.loss_weight(t).repeat_interleave(V6))
+    masked_prob = schedule.mask_prob(rows_rate, x[:, None])[:, 0].double()
+    per_t = (P[x] * masked_prob * terms.double()).view(n, V6).sum(-1)
+    return float(per_t.mean() * (1 - eps))
+
+
+def _schedule(log_w):
+    return TokenSchedule(len(P), torch.tensor(log_w))
+
+
+@pytest.mark.parametrize("log_w", [[0.0] * 6, [1.0, 0.8, 0.5, 0.2, 0.0, 0.0], [0.0, 0.3, 0.6, 0.9, 1.2, 1.386]])
+def test_own_bound_is_never_below_the_entropy_and_tight_for_the_posterior(log_w):
+    schedule = _schedule(log_w)
+    tight = _exact_bound(schedule, _posterior(schedule))
+    # exact posterior: the bound equals the entropy up to the [0, eps] truncation and quadrature
+    assert abs(tight - ENTROPY) < 5e-3, (tight, ENTROPY)
+    wrong = [lambda r: P[None, :].expand(len(r), -1),  # the marginal, not the posterior
+             lambda r: torch.full((len(r), len(P)), 1 / len(P), dtype=torch.float64)]
+    for mu in wrong:
+        bound = _exact_bound(schedule, mu)
+        assert bound >= ENTROPY - 5e-3
+    # with a non-uniform schedule the marginal is a strictly worse denoiser than the posterior
+    if any(log_w):
+        assert _exact_bound(schedule, wrong[0]) > tight + 0.01
+
+
+def test_own_bound_monte_carlo_through_nelbo_terms():
+    """The code path training and eval use (masking by token, the model's rows, the terms):
+    its Monte Carlo mean for the exact posterior is the entropy, within 4 standard errors."""
+    schedule = _schedule([1.0, 0.8, 0.5, 0.2, 0.0, 0.0])
+    model = IIDModel(_posterior(schedule))
+    base = build_schedule("loglinear", 1e-3)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.multinomial(P.float(), 64 * 32, replacement=True, generator=g).view(64, 32)
+    draws = []
+    for _ in range(300):
+        t = time_of(torch.rand(64, generator=g), 1e-3)
+        out = nelbo_terms(model, x0, t, base, len(P), g, token_schedule=schedule)
+        draws.append(out.terms.mean())
+    draws = torch.stack(draws).double()
+    se = float(draws.std() / math.sqrt(len(draws)))
+    assert abs(float(draws.mean()) - ENTROPY) < 4 * se + 5e-3, (float(draws.mean()), ENTROPY, se)
+
+
+def test_frequency_exponents_mask_frequent_tokens_later():
+    counts = np.array([1000, 100, 10, 0])
+    w = frequency_exponents(counts, strength=0.5, max_exponent=4.0).exp()
+    assert w[0] > w[1] >= w[2] >= w[3] == 1.0 and float(w.max()) <= 4.0
+    assert torch.equal(frequency_exponents(counts, 0.0, 4.0), torch.zeros(4))
+
+
+def test_kinds_are_labelled():
+    assert _cfg("atat/time").atat.kind() == "unbiased"
+    assert _cfg("atat/tokens").atat.kind() == "unbiased"
+    assert _cfg("atat/frequency").atat.kind() == "own-bound"
+    assert _cfg("atat/seed").atat.kind() == "neither"
+    assert _cfg("atat/time_unweighted").atat.kind() == "neither"
+    assert load_config("test", "atat").atat.kind() != "neither"  # the default is a valid design
+    with pytest.raises(AtatError, match="strength"):
+        _cfg("atat/frequency", "atat.schedule.strength=-1")
