@@ -200,3 +200,27 @@ def test_kinds_are_labelled():
     assert load_config("test", "atat").atat.kind() != "neither"  # the default is a valid design
     with pytest.raises(AtatError, match="strength"):
         _cfg("atat/frequency", "atat.schedule.strength=-1")
+
+
+def test_ancestral_sampling_follows_the_per_token_schedule():
+    """With the exact posterior of an i.i.d. source under a per-token schedule, the reverse process
+    that follows the schedule generates the source itself; ignoring the schedule does not."""
+    from atat_cli.sampling.samplers import SamplerSettings, sample
+
+    schedule = _schedule([1.386, 1.0, 0.5, 0.2, 0.0, 0.0])
+    posterior = _posterior(schedule)
+    mask_id = len(P)
+
+    def denoiser(x, level):  # (B, T, V + 1): the posterior at every position, mask logit last
+        logits = posterior(level.clamp(min=1e-6)).log().float()
+        return torch.cat([logits, torch.full_like(logits[:, :1], -1e9)], dim=-1)[:, None, :].expand(-1, x.shape[1], -1)
+
+    x = torch.full((4000, 8), mask_id)
+    g = torch.Generator().manual_seed(0)
+    settings = SamplerSettings(steps=32)
+    followed = sample(denoiser, x, mask_id, settings, generator=g, token_exponents=schedule.exponents).tokens
+    ignored = sample(denoiser, x, mask_id, settings, generator=g).tokens
+    freq = lambda tokens: torch.bincount(tokens.flatten(), minlength=len(P)).double() / tokens.numel()  # noqa: E731
+    se = (P * (1 - P) / x.numel()).sqrt()
+    assert ((freq(followed) - P).abs() < 5 * se + 2e-3).all(), freq(followed)
+    assert ((freq(ignored) - P).abs() > 10 * se).any(), freq(ignored)

@@ -24,8 +24,8 @@ def run(capsys, *argv):
     return code, captured.out, captured.err
 
 
-def _train(capsys, method):
-    args = ["train", "--size", "test", "--method", method, "--max-steps", "4", "--json"]
+def _train(capsys, method, *extra):
+    args = ["train", "--size", "test", "--method", method, "--max-steps", "4", "--json", *extra]
     for item in FAST:
         args += ["--set", item]
     code, out, err = run(capsys, *args)
@@ -158,14 +158,14 @@ def test_plot_importance_draws_the_matrix(tmp_path):
         H.plot_importance(matrix[:, :3], pieces, H.TIMES, tmp_path / "bad.png")
 
 
-def test_importance_heatmap_of_an_atat_run(atat_home, capsys):
-    run_dir = _train(capsys, "atat")
+def test_importance_heatmap_of_a_seed_atat_run(atat_home, capsys):
+    run_dir = _train(capsys, "atat", "--config", "atat/seed")
     out = atat_home / "imp.png"
     code, stdout, err = run(capsys, "heatmap", run_dir, "--text", "the model masks", "--out", out, "--json")
     assert code == 0, err
     result = json.loads(stdout)
     assert len(result["tokens"]) == len("the model masks") and result["t"] == list(H.TIMES)  # byte tokens
-    # the values are the estimator's scores of the clean tokens at the schedule's masking rate m(t)
+    # the seeds' estimator scores the clean tokens at the schedule's masking rate m(t)
     from atat_cli.diffusion import build_schedule
     from atat_cli.runs import load_run
 
@@ -177,6 +177,30 @@ def test_importance_heatmap_of_an_atat_run(atat_home, capsys):
         expected = trained.importance(ids, level)[0].numpy()
     assert np.allclose(result["importance"][2], expected, atol=1e-4)
     assert out.stat().st_size > 1000
+
+
+def test_importance_heatmap_of_a_valid_atat_run_rates_masked_tokens(atat_home, capsys):
+    run_dir = _train(capsys, "atat", "--set", "atat.importance.loss_weight=1")
+    code, stdout, err = run(capsys, "heatmap", run_dir, "--text", "the model", "--out", atat_home / "x.png", "--json")
+    assert code == 0, err
+    matrix = np.array(json.loads(stdout)["importance"])
+    assert matrix.shape == (len(H.TIMES), len("the model")) and ((matrix >= 0) & (matrix <= 1)).all()
+    from atat_cli.runs import load_run
+
+    trained = load_run(run_dir, torch.device("cpu"))
+    estimator, mask_id = trained.importance, trained.data.vocab_size
+    assert estimator.input == "x_t"
+    ids = torch.tensor(trained.data.tokenizer().encode("the model"))[None]
+    with torch.no_grad():
+        # rate 1: every context is all masks, so token j's rating is the estimator on all masks
+        all_masked = H._importance_when_masked(estimator, ids, torch.tensor([1.0]), mask_id)[0]
+        assert torch.allclose(all_masked, estimator(torch.full_like(ids, mask_id), torch.tensor([1.0]))[0])
+        # rate ~0: only token j itself is masked
+        alone = H._importance_when_masked(estimator, ids, torch.tensor([1e-9]), mask_id)[0]
+        j = 3
+        x_j = ids.clone()
+        x_j[0, j] = mask_id
+        assert torch.allclose(alone[j], estimator(x_j, torch.tensor([1e-9]))[0, j])
 
 
 def test_training_heatmaps_draw_the_log(tmp_path):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from atat_cli.errors import AtatError
+from atat_cli.models import token_schedule_of
 from atat_cli.sampling.prompts import Layout, build_layout
 from atat_cli.sampling.samplers import SamplerSettings, StepRecord, sample, sample_autoregressive
 
@@ -111,6 +112,8 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
                 return trained.importance(x, level).float()
 
     schedule = build_schedule(cfg.diffusion.schedule, cfg.diffusion.eps) if not is_ar else None
+    token_schedule = token_schedule_of(model)  # a per-token schedule: ancestral sampling follows it
+    token_exponents = token_schedule.exponents if token_schedule is not None else None
     rows, steps, nfes, trajectories, total_nfe = [], [], [], [], 0
     _sync(device)
     start = time.perf_counter()
@@ -126,7 +129,7 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
                         progress(b0 + B * fraction, num_samples)
 
                 out = _generate_blocks(denoiser, x, layout, seq_len, block_size, settings, generator,
-                                       importance, schedule, record, block_done)
+                                       importance, schedule, record, block_done, token_exponents)
             rows += out.tokens.tolist()
             steps += out.row_steps.tolist()
             nfes += out.row_nfe.tolist()
@@ -153,7 +156,7 @@ def preview(trained, length: int = 64, seed: int = 0) -> str:
 
 
 def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings, generator, importance, schedule,
-                     record, block_done=lambda fraction: None):
+                     record, block_done=lambda fraction: None, token_exponents=None):
     """Fill the layout left to right in blocks, each sampled inside a window of one context."""
     from atat_cli.sampling.samplers import SampleOutput
 
@@ -174,7 +177,7 @@ def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings,
         if not fill.any():
             continue
         out = sample(denoiser, x[:, w0:w1], mask_id, settings, fill=fill, generator=generator,
-                     importance=importance, schedule=schedule, record=record)
+                     importance=importance, schedule=schedule, token_exponents=token_exponents, record=record)
         before = x.clone() if record else None
         x[:, w0:w1] = out.tokens
         if record:  # widen the window's records to whole rows, with the NFE counted from the start

@@ -13,7 +13,8 @@ later blocks masked but visible). Tokens that are not masked are never changed. 
 Samplers (all batched tensor code: the only Python loop is over steps):
 - ancestral: MDLM's reverse process on a time grid. From time s to t < s each masked token is
   revealed with probability (m(s) - m(t)) / m(s), m = 1 - alpha the schedule's masking rate
-  (not t itself: that is only right for the log-linear schedule). A row in which no token
+  (not t itself: that is only right for the log-linear schedule). With a per-token schedule
+  (token v masked at m^{w_v}) the reveal follows it: v with probability mu_v (1 - (m(t)/m(s))^{w_v}). A row in which no token
   changed keeps its logits for the next step and costs no NFE (MDLM's caching; exact because
   the denoiser's output depends on x_t, and only negligibly on the noise level).
 - confidence / uncertainty / importance: at each step score every masked position and reveal
@@ -149,8 +150,10 @@ def _normalised_uncertainty(probs: torch.Tensor, metric: str) -> torch.Tensor:
 def sample(denoiser: Denoiser, x: torch.Tensor, mask_id: int, settings: SamplerSettings, *,
            fill: torch.Tensor | None = None, generator: torch.Generator | None = None,
            importance: Importance | None = None, schedule: NoiseSchedule | None = None,
-           record: bool = False) -> SampleOutput:
-    """Fill the masked positions of x (B, T); see the module docstring."""
+           token_exponents: torch.Tensor | None = None, record: bool = False) -> SampleOutput:
+    """Fill the masked positions of x (B, T); see the module docstring. `token_exponents` (V,):
+    the w_v of a per-token schedule (diffusion/token_schedule.py), which ancestral sampling then
+    follows."""
     settings.validate()
     if settings.sampler == "importance" and importance is None:
         raise AtatError("the importance sampler needs an importance estimator, and this model has none",
@@ -158,7 +161,8 @@ def sample(denoiser: Denoiser, x: torch.Tensor, mask_id: int, settings: SamplerS
     todo = x == mask_id if fill is None else (fill & (x == mask_id))
     schedule = schedule or LogLinear()
     if settings.sampler == "ancestral":
-        return _ancestral(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record)
+        return _ancestral(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record,
+                          token_exponents)
     return _ordered(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record)
 
 
@@ -172,7 +176,8 @@ def _record(trajectory, step, nfe, x, chosen, logits_at_chosen, tokens, imp):
                                  None if imp is None else imp.float().cpu()))
 
 
-def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, importance, schedule, record):
+def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, importance, schedule, record,
+               token_exponents=None):
     B = x.shape[0]
     rate = schedule.mask_rate(time_grid(s.steps, s.grid, x.device))  # m(t_i), float64, m(t_steps) = 0
     cache = None  # (B, T, V) logits of the real vocabulary, per row valid while the row is unchanged
@@ -194,13 +199,26 @@ def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, import
             nfe += 1
             row_nfe += need
         row_steps += active
-        # Reveal each masked token with probability (m(s) - m(t)) / m(s); 1 on the last step.
-        reveal = (rate[i] - rate[i + 1]) / rate[i]
-        chosen = todo & (torch.rand(x.shape, dtype=torch.float64, generator=generator, device=x.device) < reveal)
-        tokens = sample_categorical(cache[chosen], generator, s.temperature, s.top_p)
+        draw = torch.rand(x.shape, dtype=torch.float64, generator=generator, device=x.device)
+        if token_exponents is None:
+            # Reveal each masked token with probability (m(s) - m(t)) / m(s); 1 on the last step.
+            reveal = (rate[i] - rate[i + 1]) / rate[i]
+            chosen = todo & (draw < reveal)
+            tokens = sample_categorical(cache[chosen], generator, s.temperature, s.top_p)
+        else:
+            # Per-token schedule: token v is revealed with probability 1 - (m(t)/m(s))^{w_v}, so a
+            # masked position becomes v with probability mu_v (1 - ratio^{w_v}) and stays masked
+            # otherwise (exact at temperature 1; a temperature also tempers the factor).
+            ratio = (rate[i + 1] / rate[i]).float()
+            log_factor = torch.log1p(-ratio ** token_exponents.float()) if ratio > 0 else torch.zeros_like(token_exponents)
+            reveal = (torch.softmax(cache, dim=-1) * log_factor.exp()).sum(-1)  # (B, T)
+            chosen = todo & (draw < reveal)
+            tokens = sample_categorical(cache[chosen] + log_factor, generator, s.temperature, s.top_p)
         x[chosen] = tokens
         todo &= ~chosen
-        stale = chosen.any(dim=1)
+        # Under a per-token schedule the posterior of a still-masked token moves with t even when
+        # nothing was revealed (which tokens stay masked longer is informative): no caching then.
+        stale = chosen.any(dim=1) if token_exponents is None else torch.ones_like(stale)
         if record:
             imp = importance(x, rate[i + 1].float().expand(B)) if importance is not None else None
             _record(trajectory, i, nfe, x, chosen, cache[chosen], tokens, imp)

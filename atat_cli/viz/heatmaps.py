@@ -48,8 +48,10 @@ def label_of(piece: str) -> str:
 
 
 def importance_over_time(trained, text: str, times=TIMES) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The estimator's importance of each clean token of `text` at each t (fed the schedule's
-    masking rate m(t), as in training): (pieces, times, matrix of shape (len(times), tokens))."""
+    """The estimator's importance of each token of `text` at each t (fed the schedule's masking
+    rate m(t), as in training): (pieces, times, matrix of shape (len(times), tokens)). The seeds'
+    estimator rates the clean text; a valid design's x_t estimator rates each token where it is
+    masked, in contexts masked at m(t) (`_importance_when_masked`)."""
     import torch
 
     from atat_cli.diffusion import build_schedule
@@ -73,10 +75,35 @@ def importance_over_time(trained, text: str, times=TIMES) -> tuple[list[str], np
     level = schedule.mask_rate(torch.tensor(times, dtype=torch.float64, device=device)).float()
     x = torch.tensor(ids, dtype=torch.long, device=device).repeat(len(times), 1)
     with torch.no_grad():
-        matrix = trained.importance(x, level).float().cpu().numpy()
+        if getattr(trained.importance, "input", "x0") == "x_t":
+            matrix = _importance_when_masked(trained.importance, x, level, trained.data.vocab_size).cpu().numpy()
+        else:  # the seeds' estimator scores the clean text
+            matrix = trained.importance(x, level).float().cpu().numpy()
     eos = trained.data.eos_id
     pieces = ["<eos>" if i == eos else tokenizer.decode([i]) for i in ids]
     return pieces, times, matrix
+
+
+HEATMAP_DRAWS = 8  # random contexts per (t, token) for an estimator that sees x_t
+
+
+def _importance_when_masked(estimator, x, level, mask_id: int, draws: int = HEATMAP_DRAWS):
+    """An x_t estimator predicts a masked position's loss, so each token is rated where it is
+    masked: (times, L), the mean over `draws` contexts of the prediction at token j when j is
+    masked and every other token is masked at the schedule's rate for that row's t (seed 0)."""
+    import torch
+
+    n_times, L = x.shape
+    g = torch.Generator(device=x.device).manual_seed(0)
+    rows = x.repeat_interleave(draws * L, dim=0)  # (times * draws * L, L): row (t, d, j)
+    rate = level.repeat_interleave(draws * L)
+    masked = torch.rand(rows.shape, generator=g, device=x.device) < rate[:, None]
+    masked |= torch.eye(L, dtype=torch.bool, device=x.device).repeat(n_times * draws, 1)  # token j itself
+    x_t = torch.where(masked, torch.full_like(rows, mask_id), rows)
+    chunk = 512  # rows per call: a full context of 256 tokens makes 20k rows
+    scores = torch.cat([estimator(x_t[i : i + chunk], rate[i : i + chunk]).float() for i in range(0, len(rows), chunk)])
+    at_j = scores.view(n_times, draws, L, L).diagonal(dim1=2, dim2=3)  # (times, draws, L): row j at token j
+    return at_j.mean(dim=1)
 
 
 def plot_importance(matrix, pieces: list[str], times, path, title: str = "Token importance over time") -> dict:
