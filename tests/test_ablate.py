@@ -1,6 +1,7 @@
 """`atat ablate`: a small grid end to end, resumption, agreement with `atat eval`, bad grids."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,27 @@ def test_sampling_grid(atat_home, capsys, tmp_path):
     grid.write_text("variants:\n  bad: {sampler: confidence, stepz: 4}\n")
     code = main(["ablate", "--sampling", mdlm, "--grid", str(grid)])
     assert code == 1 and "unknown key 'stepz'" in capsys.readouterr().err
+
+
+def test_report_compares_with_the_baseline_in_tokens_seconds_and_percent():
+    from atat_cli.ablation.report import build_report, markdown_table
+    from atat_cli.ablation.runner import RunRecord
+
+    def record(variant, seed, bpb, curve, tokens_per_s, own=None, objective=None):
+        evaluation = {"bits_per_byte": bpb, "ppl": 2.0, "nelbo": 1.0, "checkpoint": "x", "objective": objective}
+        if own is not None:
+            evaluation["own_bits_per_byte"] = own
+        return RunRecord(variant, "mdlm" if variant == "mdlm" else "atat", seed, Path("."), 10, 1000, 10.0,
+                         tokens_per_s, evaluation, curve)
+
+    records = [record("mdlm", 0, 1.00, [(500, 2.0), (1000, 1.5)], 100.0),
+               record("mdlm", 1, 1.02, [(500, 2.1), (1000, 1.5)], 100.0),
+               record("fast", 0, 0.90, [(500, 1.4), (1000, 1.2)], 50.0, own=0.85, objective="own-bound"),
+               record("fast", 1, 0.92, [(500, 1.5), (1000, 1.2)], 50.0, own=0.87, objective="own-bound")]
+    rows = {r["variant"]: r for r in build_report(records, "mdlm")["rows"]}
+    fast = rows["fast"]
+    assert fast["vs_baseline"] == "better" and abs(fast["change_pct"] - 100 * (0.91 - 1.01) / 1.01) < 1e-9
+    assert fast["tokens_to_baseline"] == 500 and fast["seconds_to_baseline"] == 10.0  # 500 tokens at 50/s
+    assert rows["mdlm"]["seconds_to_baseline"] == 10.0 and abs(fast["own_bits_per_byte"] - 0.86) < 1e-12
+    table = markdown_table(build_report(records, "mdlm"))
+    assert "own-bound" in table and "-9.9%" in table

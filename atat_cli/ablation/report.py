@@ -1,9 +1,11 @@
 """The ablation report: one row per variant, mean and spread over seeds, compared with the baseline.
 
-Columns: bits per byte and perplexity bound (uniform-masking NELBO; AR: exact NLL) with mean and
-standard deviation over seeds, the tokens needed to reach the baseline's final validation loss,
-training tokens/s and wall time. A variant is called better or worse than the baseline only when
-the gap in bits per byte exceeds the seeds' combined spread; otherwise "within noise".
+Columns: what the training objective is (ATAT kinds), bits per byte and perplexity bound
+(uniform-masking NELBO; AR: exact NLL) with mean and standard deviation over seeds, its change
+against the baseline in percent, a per-token schedule's own bound beside it, the tokens (and the
+training seconds, tokens / tokens-per-second) needed to reach the baseline's final validation
+loss, training tokens/s and wall time. A variant is called better or worse than the baseline only
+when the gap in bits per byte exceeds the seeds' combined spread; otherwise "within noise".
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from pathlib import Path
 
 from atat_cli.ablation.runner import RunRecord
 
-COLUMNS = ["variant", "method", "seeds", "bits_per_byte", "bits_per_byte_std", "ppl", "ppl_std", "tokens",
-           "tokens_to_baseline", "tokens_per_s", "wall_s", "importance_spearman", "vs_baseline"]
+COLUMNS = ["variant", "method", "objective", "seeds", "bits_per_byte", "bits_per_byte_std", "change_pct",
+           "own_bits_per_byte", "own_bits_per_byte_std", "ppl", "ppl_std", "tokens", "tokens_to_baseline",
+           "seconds_to_baseline", "tokens_per_s", "wall_s", "importance_spearman", "vs_baseline"]
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -44,6 +47,11 @@ def build_report(records: list[RunRecord], baseline: str, grid: str = "") -> dic
         ppl, ppl_std = _mean_std([r.evaluation["ppl"] for r in runs])
         reached = [_tokens_to_reach(r.curve, target) for r in runs] if target is not None else []
         spearman = [r.evaluation["importance_spearman"] for r in runs if r.evaluation.get("importance_spearman") is not None]
+        own = [r.evaluation["own_bits_per_byte"] for r in runs if "own_bits_per_byte" in r.evaluation]
+        own_bpb, own_std = _mean_std(own) if own else (None, None)
+        # training seconds to the baseline's final loss: the equal-wall-time view of a design that
+        # computes less (or more) per token
+        seconds = [t / r.tokens_per_s for t, r in zip(reached, runs) if t is not None and r.tokens_per_s]
         if name == baseline:
             verdict = "baseline"
         elif math.isnan(base_bpb[0]):
@@ -53,12 +61,15 @@ def build_report(records: list[RunRecord], baseline: str, grid: str = "") -> dic
         else:
             verdict = "better" if bpb < base_bpb[0] else "worse"
         rows.append({
-            "variant": name, "method": runs[0].method, "seeds": len(runs),
-            "bits_per_byte": bpb, "bits_per_byte_std": bpb_std, "ppl": ppl, "ppl_std": ppl_std,
+            "variant": name, "method": runs[0].method, "objective": runs[0].evaluation.get("objective"),
+            "seeds": len(runs), "bits_per_byte": bpb, "bits_per_byte_std": bpb_std,
+            "change_pct": 100 * (bpb - base_bpb[0]) / base_bpb[0] if not math.isnan(base_bpb[0]) else None,
+            "own_bits_per_byte": own_bpb, "own_bits_per_byte_std": own_std, "ppl": ppl, "ppl_std": ppl_std,
             "tokens": runs[0].tokens,
             # the mean over seeds that reached it; None when no seed did
             "tokens_to_baseline": statistics.mean([t for t in reached if t is not None]) if any(t is not None for t in reached) else None,
             "tokens_to_baseline_reached": sum(t is not None for t in reached),
+            "seconds_to_baseline": statistics.mean(seconds) if seconds else None,
             "tokens_per_s": statistics.mean([r.tokens_per_s for r in runs if r.tokens_per_s]) if any(r.tokens_per_s for r in runs) else None,
             "wall_s": statistics.mean([r.train_seconds for r in runs]),
             "importance_spearman": statistics.mean(spearman) if spearman else None,
@@ -69,6 +80,7 @@ def build_report(records: list[RunRecord], baseline: str, grid: str = "") -> dic
         "rows": rows,
         "runs": [{"variant": r.variant, "seed": r.seed, "run": str(r.run_dir), "checkpoint": r.evaluation["checkpoint"], "steps": r.steps, "tokens": r.tokens,
                   "bits_per_byte": r.evaluation["bits_per_byte"], "nelbo": r.evaluation["nelbo"],
+                  "own_bits_per_byte": r.evaluation.get("own_bits_per_byte"),
                   "ppl": r.evaluation["ppl"], "train_seconds": r.train_seconds, "curve": r.curve} for r in records],
     }
 
@@ -82,13 +94,16 @@ def _fmt(value, digits=4) -> str:
 
 
 def markdown_table(report: dict) -> str:
-    lines = ["| variant | bits/byte | ppl bound | tokens | tokens to baseline's final val loss | tokens/s | wall (s) | importance Spearman | vs baseline |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| variant | objective | bits/byte | change | own-process bits/byte | ppl bound | tokens | tokens to baseline's final val loss | seconds to it | tokens/s | wall (s) | importance Spearman | vs baseline |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in report["rows"]:
         reach = "not reached" if r["tokens_to_baseline"] is None else f"{r['tokens_to_baseline']:,.0f} ({r['tokens_to_baseline_reached']}/{r['seeds']} seeds)"
-        lines.append(f"| {r['variant']} | {_fmt(r['bits_per_byte'])} ± {_fmt(r['bits_per_byte_std'])} "
-                     f"| {_fmt(r['ppl'], 2)} ± {_fmt(r['ppl_std'], 2)} | {r['tokens']:,} | {reach} "
-                     f"| {_fmt(r['tokens_per_s'], 0)} | {_fmt(r['wall_s'], 0)} | {_fmt(r['importance_spearman'], 3)} | {r['vs_baseline']} |")
+        own = "-" if r.get("own_bits_per_byte") is None else f"{_fmt(r['own_bits_per_byte'])} ± {_fmt(r['own_bits_per_byte_std'])}"
+        change = "-" if r.get("change_pct") is None or r["vs_baseline"] == "baseline" else f"{r['change_pct']:+.1f}%"
+        lines.append(f"| {r['variant']} | {r.get('objective') or '-'} | {_fmt(r['bits_per_byte'])} ± {_fmt(r['bits_per_byte_std'])} "
+                     f"| {change} | {own} | {_fmt(r['ppl'], 2)} ± {_fmt(r['ppl_std'], 2)} | {r['tokens']:,} | {reach} "
+                     f"| {_fmt(r.get('seconds_to_baseline'), 0)} | {_fmt(r['tokens_per_s'], 0)} | {_fmt(r['wall_s'], 0)} "
+                     f"| {_fmt(r['importance_spearman'], 3)} | {r['vs_baseline']} |")
     return "\n".join(lines)
 
 

@@ -225,7 +225,8 @@ class Trainer:
         return collected  # per-micro-batch values; turned into numbers only on logging steps
 
     def validate(self) -> dict:
-        """Uniform-masking validation NELBO (AR: NLL) with EMA weights on a fixed subset."""
+        """Uniform-masking validation NELBO (AR: NLL) with EMA weights on a fixed subset, and a
+        per-token schedule's own NELBO beside it."""
         cfg = self.cfg
         n = min(len(self.valid_blocks), cfg.train.eval_batches * cfg.train.batch_size)
         with (self.ema.applied(self.model) if self.ema else contextlib.nullcontext()):
@@ -234,7 +235,11 @@ class Trainer:
                 mask_id=self.data.vocab_size, bos_id=self.data.eos_id, mc=1, batch_size=cfg.train.batch_size,
                 seed=1234, device=self.device, autocast=lambda: autocast(self.device, self.precision))
         summary = summarize(raw, self.data.bytes_per_token("valid"))
-        return {"val_nelbo": self.dist.mean(summary["nelbo"]), "val_bpb": self.dist.mean(summary["bits_per_byte"])}
+        val = {"val_nelbo": self.dist.mean(summary["nelbo"]), "val_bpb": self.dist.mean(summary["bits_per_byte"])}
+        if "own_nelbo" in summary:  # a per-token schedule: its own bound too (best.pt follows the uniform one)
+            val |= {"val_own_nelbo": self.dist.mean(summary["own_nelbo"]),
+                    "val_own_bpb": self.dist.mean(summary["own_bits_per_byte"])}
+        return val
 
     def _save(self) -> Path | None:
         if not self.dist.is_main:
