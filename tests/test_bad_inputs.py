@@ -256,6 +256,7 @@ CASES = [
     (A + " --set train.bogus=1", 1, "unknown config key 'train.bogus'"),
     ("ablate --sampling {tmp}/missing", 1, "no such run folder or checkpoint"),
     (AS + " --num-samples 0", 1, "--num-samples must be at least 1"),
+    (AS + " --length -1", 1, "--length must be at least 0"),
     (AS + " --grid bogus", 1, "unknown sampling grid 'bogus'"),
     (AS + " --grid {tmp}/badsampling.yaml", 1, "sampling variant 'v1': unknown sampler 'bogus'"),
     (AS + " --judge {mdlm}", 1, "is a mdlm run, not an AR run"),
@@ -314,6 +315,8 @@ CASES = [
     ("data fetch {tmp}/latindir --name ld --tokenizer bytes", 1, "train.txt is not UTF-8 text"),
     ("data fetch {tmp}/src/corpus.txt --name v --tokenizer bpe --vocab-size 10", 1, "vocab size 10 is too small"),
     ("data fetch {tmp}/src/corpus.txt --name v --tokenizer bpe --vocab-size -5", 1, "vocab size -5 is too small"),
+    ("data fetch {tmp}/src/corpus.txt --name tinytext --tokenizer bpe --vocab-size 300", 1,
+     "'tinytext' is already prepared with other settings"),
     ("data fetch {tmp}/src/corpus.txt --name v --tokenizer bytes --vocab-size 300", 1, "--vocab-size only applies to a trained tokenizer"),
     ("data fetch {tmp}/src/corpus.txt --name v --tokenizer nosuch-tokenizer", 1, "cannot load tokenizer 'nosuch-tokenizer'"),
     ("data fetch pydocs --name other", 1, "--name is only for local files"),
@@ -378,6 +381,8 @@ def test_bad_input_is_one_clear_error(home, capsys, row, code, fragment):
     assert "Traceback" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, err
+    if row.startswith(("data fetch", "ablate --sampling")):  # refused before any work is logged
+        assert err.startswith("Error:"), err
     assert fragment in errors[0], err
     assert not errors[0].startswith(("Error: ValueError", "Error: TypeError", "Error: KeyError",
                                      "Error: UnicodeDecodeError", "Error: RuntimeError")), err

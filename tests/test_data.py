@@ -183,8 +183,13 @@ def test_reuse_and_force(tmp_path, data_dir, capsys):
     forced = prepare_local(tmp_path, force=True)
     assert (forced.path / "meta.json").stat().st_mtime_ns != mtime
     assert forced.meta["content_hash"] == data.meta["content_hash"]
-    # Other tokenizer settings: prepared again.
-    other = prepare_local(tmp_path, tokenizer="bpe", vocab_size=300)
+    # Other tokenizer settings: refused (runs trained on it would lose their data), untouched...
+    with pytest.raises(AtatError, match="already prepared with other settings") as refused:
+        prepare_local(tmp_path, tokenizer="bpe", vocab_size=300)
+    assert "--force" in refused.value.hint
+    assert PreparedData(data.path).meta == forced.meta
+    # ... and replaced with --force
+    other = prepare_local(tmp_path, tokenizer="bpe", vocab_size=300, force=True)
     assert other.meta["tokenizer"]["kind"] == "bpe"
     assert prepared_corpora(data_dir) == ["mycorpus"]
 
@@ -370,3 +375,14 @@ def test_pydocs():
     assert data.meta["source"].startswith("pydoc_data")
     valid = data.tokenizer().decode(data.tokens("valid")).split("<|endoftext|>")[:-1]
     assert set(valid) <= set(docs)
+
+
+def test_token_ids_outside_the_vocabulary_are_damage(tmp_path, data_dir):
+    data = prepare_local(tmp_path)
+    assert data.tokens("train").max() < data.vocab_size
+    tokens = np.memmap(data.path / "valid.bin", dtype=data.meta["dtype"], mode="r+")
+    tokens[3] = data.vocab_size + 5  # same size, one id past the vocabulary
+    tokens.flush()
+    del tokens
+    with pytest.raises(AtatError, match=f"holds token id {data.vocab_size + 5}, outside the vocabulary"):
+        PreparedData(data.path).blocks("valid", 8)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from atat_cli.ablation.grid import read_grid_file
 from atat_cli.device import default_device
-from atat_cli.errors import AtatError
+from atat_cli.errors import AtatError, require
 from atat_cli.runs import load_run
 from atat_cli.sampling import SamplerSettings, generate, load_judge, score_generation
 
@@ -29,6 +29,8 @@ def ablate_sampling(run, grid: str, *, judge: str | None = None, num_samples: in
     """Compare the variants of a sampling grid (all, or those in `only`) on the trained run RUN and
     write sampling.md and sampling.json into `out` (default: the run's folder/ablate-sampling).
     Returns the report and the files written."""
+    require(length is None or length >= 0, f"--length must be at least 0 (got {length})")
+    require(num_samples >= 1, f"--num-samples must be at least 1 (got {num_samples})")
     device = default_device()
     trained = load_run(run, device)
     if trained.cfg.method == "ar":

@@ -38,9 +38,14 @@ def ensure_prepared(name: str, *, files=None, tokenizer: str | None = None,
     tokenizer: "bytes", "bpe" or a hub tokenizer name; None means the corpus default, or
     whatever an existing preparation used. vocab_size only applies to "bpe". An existing
     preparation is reused when it matches the requested settings (and, for files, the same
-    files); force=True rebuilds it.
+    files) and is never replaced by one with other settings unless force=True.
     """
     check_name(name)
+    spec = CORPORA.get(name)
+    trains_bpe = tokenizer == "bpe" or (tokenizer is None and (spec is None or spec.default_tokenizer == "bpe"))
+    if vocab_size is not None and vocab_size < 257 and trains_bpe:  # fail before any work starts
+        raise AtatError(f"vocab size {vocab_size} is too small for a byte-level BPE",
+                        "use at least 257 (256 bytes + <|endoftext|>), or --tokenizer bytes")
     root = Path(root) if root else data_root()
     final = root / name
     prepared = (final / "meta.json").is_file()
@@ -54,9 +59,13 @@ def ensure_prepared(name: str, *, files=None, tokenizer: str | None = None,
     if source is None:
         raise AtatError(f"'{name}' was prepared from local files; pass them again to rebuild it "
                         "(with other settings or --force)", hint=redo_command(name))
-    if existing is not None:
-        log(f"Preparing '{name}' again: it was prepared with other settings "
-            f"(tokenizer {existing.meta['tokenizer']['name']}, source {existing.meta['source']})")
+    if existing is not None:  # replacing it would pull the data out from under its runs
+        t = existing.meta["tokenizer"]
+        raise AtatError(f"'{name}' is already prepared with other settings (tokenizer {t['name']}, vocab "
+                        f"{t['vocab_size']}); preparing it again would replace "
+                        "the data its runs were trained on",
+                        f"to replace it: {redo_command(name).replace(' --force', '')} with the new settings and "
+                        "--force (runs trained on the old preparation will then refuse to load)")
     return _prepare_in_place(root, name, source, tokenizer, vocab_size, progress)
 
 

@@ -30,6 +30,7 @@ class PreparedData:
 
     def __init__(self, path):
         self.path = Path(path)
+        self._ids_checked: set[str] = set()
         meta_path = self.path / "meta.json"
         redo = redo_hint(self.path.name)
         if not meta_path.is_file():
@@ -103,7 +104,14 @@ class PreparedData:
         file = self._token_file(split)
         if n == 0:
             return np.zeros(0, dtype=dtype)  # np.memmap refuses empty files
-        return np.memmap(file, dtype=dtype, mode="r", shape=(n,))
+        tokens = np.memmap(file, dtype=dtype, mode="r", shape=(n,))
+        if split not in self._ids_checked:  # once per split: a damaged id would index past the embedding
+            top = int(tokens.max())
+            if top >= self.vocab_size:
+                raise AtatError(f"{file} holds token id {top}, outside the vocabulary of {self.vocab_size}: "
+                                "the file is damaged", hint=redo_hint(self.path.name))
+            self._ids_checked.add(split)
+        return tokens
 
     def blocks(self, split: str, seq_len: int) -> np.ndarray:
         """(n_tokens // seq_len, seq_len) view over the memmap; the remainder is dropped."""
