@@ -111,7 +111,8 @@ class CurriculumConfig:
 
 @dataclass
 class TimeConfig:
-    proposal: str = doc("adaptive", "Diffusion-time sampling: uniform (MDLM) or adaptive (pi(t) piecewise constant over `bins`, proportional to the RMS per-sequence loss seen in each bin, as improved DDPM does for L_vlb).")
+    proposal: str = doc("adaptive", "Diffusion-time sampling: uniform (MDLM) or adaptive (pi(t) piecewise constant over `bins`, proportional to the RMS of `signal` seen in each bin).")
+    signal: str = doc("loss", "What the adaptive proposal follows per bin: loss (the RMS per-sequence loss, improved DDPM's choice for L_vlb) or grad (the RMS norm of the loss gradient with respect to the logits, which leaves out the loss no model can remove).")
     bins: int = doc(20, "Bins of t for the adaptive proposal.")
     uniform_mix: float = doc(0.2, "Share of uniform in pi(t); bounds the 1/pi(t) weights by 1/uniform_mix.")
     decay: float = doc(0.98, "EMA decay of each bin's mean squared loss.")
@@ -161,6 +162,7 @@ class ATATConfig:
         require(imp.input in ("x_t", "x0"), f"unknown importance input '{imp.input}'", "choose x_t or x0")
         require(tm.proposal in ("uniform", "adaptive"), f"unknown time proposal '{tm.proposal}'",
                 "choose uniform or adaptive")
+        require(tm.signal in ("loss", "grad"), f"unknown time signal '{tm.signal}'", "choose loss or grad")
         require(sc.kind in TOKEN_SCHEDULES, f"unknown token schedule '{sc.kind}'",
                 f"choose one of: {', '.join(TOKEN_SCHEDULES)}")
         needs_importance = [name for name, on in (("masking.strategy=" + m.strategy, m.strategy != "uniform"),

@@ -66,6 +66,26 @@ def test_time_proposal_learns_from_loss_and_starts_uniform():
     assert torch.equal(restored.probabilities(), p)
 
 
+def test_grad_signal_is_the_norm_of_each_sequences_logit_gradient():
+    from atat_cli.objectives.base import masked_terms
+
+    cfg = _cfg("atat/time_grad")
+    objective = build_objective(cfg, V, 0)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, V, (4, T), generator=g)
+    scored = torch.rand(4, T, generator=g) < 0.5
+    t = torch.tensor([0.2, 0.4, 0.6, 0.9])
+    logits = torch.randn(int(scored.sum()), V, generator=g, requires_grad=True)
+    q = torch.rand(4, T, generator=g) * 0.5 + 0.5
+    _, terms = masked_terms(logits, x0, scored, t, objective.schedule, V)
+    terms = torch.where(scored, terms / q, terms)
+    signal = objective.proposal_signal(logits.detach(), x0, scored, t, q, terms.detach())
+    sequence = scored.nonzero(as_tuple=True)[0]
+    for b in range(4):  # autograd: the gradient of sequence b's mean-over-tokens loss
+        (grad,) = torch.autograd.grad(terms[b].mean(), logits, retain_graph=True)
+        assert torch.allclose(signal[b], grad[sequence == b].norm(), rtol=1e-4)
+
+
 def test_keep_probabilities_follow_prediction_and_stay_bounded():
     predicted = torch.tensor([[0.1, 0.9, 0.5, 0.0]])
     masked = torch.tensor([[True, True, True, False]])
@@ -80,7 +100,7 @@ def _loss_samples(objective, model, x0, draws, seed=0):
         return torch.stack([objective.loss(model, x0, g, diagnostics=False)[1]["nelbo"] for _ in range(draws)]).double()
 
 
-@pytest.mark.parametrize("preset,extra", [("atat/time", []), ("atat/tokens", [])])
+@pytest.mark.parametrize("preset,extra", [("atat/time", []), ("atat/time_grad", []), ("atat/tokens", [])])
 def test_kind1_estimate_has_mdlm_expectation(preset, extra):
     """Same fixed model and batch: the design's loss estimates and MDLM's have the same mean."""
     torch.manual_seed(0)
@@ -193,6 +213,7 @@ def test_frequency_exponents_mask_frequent_tokens_later():
 
 def test_kinds_are_labelled():
     assert _cfg("atat/time").atat.kind() == "unbiased"
+    assert _cfg("atat/time_grad").atat.kind() == "unbiased"
     assert _cfg("atat/tokens").atat.kind() == "unbiased"
     assert _cfg("atat/frequency").atat.kind() == "own-bound"
     assert _cfg("atat/seed").atat.kind() == "neither"

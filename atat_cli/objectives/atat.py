@@ -2,7 +2,8 @@
 
 Per step, for clean x0 (B, T):
   1. times t from the adaptive proposal pi(t), each sequence weighted by 1/pi(t)
-     (`atat.time`, atat/time_proposal.py), or MDLM's antithetic uniform times;
+     (`atat.time`, atat/time_proposal.py; it follows the RMS loss or the RMS logit-gradient norm
+     per time bin), or MDLM's antithetic uniform times;
   2. masking at the base rate r(t), or per token at r(t)^{w_x} (`atat.schedule`,
      diffusion/token_schedule.py);
   3. the estimator scores x_t (never x0) and, with `atat.tokens.keep` < 1, a subset of the masked
@@ -53,6 +54,22 @@ class ATATObjective(Objective):
         u, weight, k = self.time.sample(n, self.antithetic, generator, device)
         return time_of(u, self.eps), (weight if self.atat.time.reweight else None), k
 
+    @torch.no_grad()
+    def proposal_signal(self, logits, x0, scored, t, q, terms) -> torch.Tensor:
+        """Per sequence (B,), before any 1/pi weighting: its loss (`loss`), or the norm of the
+        gradient of its loss with respect to the head's logits (`grad`): row i of a sequence gets
+        (w(t) / q_i / T) (softmax_i - onehot_i), whose squared norm is sum p^2 - 2 p_true + 1."""
+        if self.atat.time.signal == "loss":
+            return terms.mean(dim=1)
+        probs = torch.softmax(logits.float(), dim=-1)
+        p_true = probs.gather(-1, x0[scored][:, None])[:, 0]
+        sequence = scored.nonzero(as_tuple=True)[0]
+        scale = self.schedule.loss_weight(t)[sequence] / x0.shape[1]
+        if q is not None:
+            scale = scale / q[scored]
+        sq = (probs.square().sum(-1) - 2 * p_true + 1) * scale**2
+        return torch.zeros(x0.shape[0], device=x0.device).index_add_(0, sequence, sq).sqrt()
+
     def loss(self, model, x0, generator, diagnostics=True):
         cfg = self.atat
         B, T = x0.shape
@@ -72,7 +89,7 @@ class ATATObjective(Objective):
             terms = torch.where(scored, terms / q, terms)
         nelbo = terms.mean()  # the unweighted-in-t estimate: what the proposal learns from
         if self.time is not None:
-            self.time.observe(bins, terms.detach().mean(dim=1))
+            self.time.observe(bins, self.proposal_signal(logits, x0, scored, t, q, terms))
         loss = nelbo if time_weight is None else (terms * time_weight[:, None]).mean()
         metrics = {"nelbo": loss.detach() if time_weight is not None else nelbo.detach(),
                    "mask_rate": masked.float().mean()}

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from atat_cli.config import config_from_dict
+from atat_cli.config import OBJECTIVE_KINDS, config_from_dict
 from atat_cli.data import BatchLoader, PreparedData, ensure_prepared
 from atat_cli.device import autocast, resolve_precision
 from atat_cli.errors import AtatError
@@ -298,6 +298,9 @@ class Trainer:
             self.log(f"Model: {cfg.method} {cfg.size}, {count_parameters(self.model) / 1e6:.2f}M parameters; "
                      f"data: {self.data.name} ({len(self.train_blocks)} train blocks of {cfg.model.seq_len}); "
                      f"device: {self.device}, precision: {self.precision}")
+            if cfg.method == "atat":
+                kind = cfg.atat.kind()
+                self.log(f"Objective: {kind}: {OBJECTIVE_KINDS[kind]}")
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         start = time.time()
         try:
