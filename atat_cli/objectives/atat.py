@@ -26,17 +26,14 @@ import torch
 
 from atat_cli.atat.time_proposal import TimeProposal
 from atat_cli.atat.token_subset import sample_kept
-from atat_cli.diffusion import build_schedule, mask_tokens, sample_times, time_of
+from atat_cli.diffusion import mask_tokens, sample_times, time_of
 from atat_cli.models import importance_estimator_of, token_schedule_of
-from atat_cli.objectives.base import Objective, band_metrics, importance_targets, masked_terms, unwrap
+from atat_cli.objectives.base import DiffusionObjective, band_metrics, importance_targets, masked_terms, unwrap
 
 
-class ATATObjective(Objective):
+class ATATObjective(DiffusionObjective):
     def __init__(self, cfg, mask_id: int):
-        self.schedule = build_schedule(cfg.diffusion.schedule, cfg.diffusion.eps)
-        self.eps = cfg.diffusion.eps
-        self.antithetic = cfg.diffusion.antithetic
-        self.mask_id = mask_id
+        super().__init__(cfg.diffusion, mask_id)
         self.atat = cfg.atat
         self.time = TimeProposal(cfg.atat.time) if cfg.atat.time.proposal == "adaptive" else None
 

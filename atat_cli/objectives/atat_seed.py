@@ -27,17 +27,14 @@ import torch
 
 from atat_cli.atat.adaptive_masking import mask_probabilities
 from atat_cli.atat.curriculum import Curriculum
-from atat_cli.diffusion import build_schedule, sample_times
+from atat_cli.diffusion import sample_times
 from atat_cli.models import importance_estimator_of
-from atat_cli.objectives.base import Objective, band_metrics, importance_targets, nelbo_terms, unwrap
+from atat_cli.objectives.base import DiffusionObjective, band_metrics, importance_targets, nelbo_terms, unwrap
 
 
-class SeedATATObjective(Objective):
+class SeedATATObjective(DiffusionObjective):
     def __init__(self, cfg, mask_id: int):
-        self.schedule = build_schedule(cfg.diffusion.schedule, cfg.diffusion.eps)
-        self.eps = cfg.diffusion.eps
-        self.antithetic = cfg.diffusion.antithetic
-        self.mask_id = mask_id
+        super().__init__(cfg.diffusion, mask_id)
         self.atat = cfg.atat
         self.curriculum = Curriculum(cfg.atat.curriculum) if cfg.atat.curriculum.enabled else None
         self.progress = 0.0

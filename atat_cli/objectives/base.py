@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from atat_cli.diffusion import NoiseSchedule, TokenSchedule, mask_tokens, masked_token_nll, nelbo_per_token
+from atat_cli.diffusion import (
+    NoiseSchedule,
+    TokenSchedule,
+    build_schedule,
+    mask_tokens,
+    masked_token_nll,
+    nelbo_per_token,
+)
 
 
 def loss_name(method: str) -> str:
@@ -41,6 +48,17 @@ class Objective(ABC):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what state_dict returned."""
+
+
+class DiffusionObjective(Objective):
+    """What every masked-diffusion objective starts from: the noise schedule, how times are drawn
+    (eps, antithetic) and the mask id."""
+
+    def __init__(self, diffusion_cfg, mask_id: int):
+        self.schedule = build_schedule(diffusion_cfg.schedule, diffusion_cfg.eps)
+        self.eps = diffusion_cfg.eps
+        self.antithetic = diffusion_cfg.antithetic
+        self.mask_id = mask_id
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from atat_cli.diffusion import build_schedule, sample_times
-from atat_cli.objectives.base import Objective, band_metrics, nelbo_terms
+from atat_cli.diffusion import sample_times
+from atat_cli.objectives.base import DiffusionObjective, band_metrics, nelbo_terms
 
 
-class MDLMObjective(Objective):
+class MDLMObjective(DiffusionObjective):
     """NELBO = E_t [ w(t) * sum_{i masked} -log p(x0_i | x_t) ] / T, t = (1 - eps) u + eps."""
-
-    def __init__(self, diffusion_cfg, mask_id: int):
-        self.schedule = build_schedule(diffusion_cfg.schedule, diffusion_cfg.eps)
-        self.eps = diffusion_cfg.eps
-        self.antithetic = diffusion_cfg.antithetic
-        self.mask_id = mask_id
 
     def loss(self, model, x0, generator, diagnostics=True):
         t = sample_times(x0.shape[0], self.eps, self.antithetic, generator, x0.device)
