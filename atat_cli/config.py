@@ -112,7 +112,7 @@ class CurriculumConfig:
 @dataclass
 class TimeConfig:
     proposal: str = doc("adaptive", "Diffusion-time sampling: uniform (MDLM) or adaptive (pi(t) piecewise constant over `bins`, proportional to the RMS of `signal` seen in each bin).")
-    signal: str = doc("loss", "What the adaptive proposal follows per bin: loss (the RMS per-sequence loss, improved DDPM's choice for L_vlb) or grad (the RMS norm of the loss gradient with respect to the logits, which leaves out the loss no model can remove).")
+    signal: str = doc("grad", "What the adaptive proposal follows per bin: loss (the RMS per-sequence loss, improved DDPM's choice for L_vlb) or grad (the RMS norm of the loss gradient with respect to the logits, which leaves out the loss no model can remove).")
     bins: int = doc(20, "Bins of t for the adaptive proposal.")
     uniform_mix: float = doc(0.2, "Share of uniform in pi(t); bounds the 1/pi(t) weights by 1/uniform_mix.")
     decay: float = doc(0.98, "EMA decay of each bin's mean squared loss.")

@@ -218,7 +218,8 @@ def test_kinds_are_labelled():
     assert _cfg("atat/frequency").atat.kind() == "own-bound"
     assert _cfg("atat/seed").atat.kind() == "neither"
     assert _cfg("atat/time_unweighted").atat.kind() == "neither"
-    assert load_config("test", "atat").atat.kind() != "neither"  # the default is a valid design
+    default = load_config("test", "atat").atat
+    assert default.kind() == "unbiased" and default.time.proposal == "adaptive" and default.time.signal == "grad"
     with pytest.raises(AtatError, match="strength"):
         _cfg("atat/frequency", "atat.schedule.strength=-1")
 
