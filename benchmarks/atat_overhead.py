@@ -33,7 +33,8 @@ from atat_cli.models import count_parameters, importance_estimator_of
 from atat_cli.runs import evaluate_run
 from atat_cli.training import Trainer
 
-VARIANTS = {"MDLM": ("mdlm", None), "time": ("atat", "atat/time"), "tokens": ("atat", "atat/tokens"),
+VARIANTS = {"MDLM": ("mdlm", None), "time_grad": ("atat", "atat/time_grad"), "time": ("atat", "atat/time"),
+            "tokens": ("atat", "atat/tokens"),
             "frequency": ("atat", "atat/frequency"), "seed": ("atat", "atat/seed")}
 
 
