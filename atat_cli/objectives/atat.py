@@ -28,7 +28,7 @@ from atat_cli.atat.time_proposal import TimeProposal
 from atat_cli.atat.token_subset import sample_kept
 from atat_cli.diffusion import mask_tokens, sample_times, time_of
 from atat_cli.models import importance_estimator_of, token_schedule_of
-from atat_cli.objectives.base import DiffusionObjective, band_metrics, importance_targets, masked_terms, unwrap
+from atat_cli.objectives.base import DiffusionObjective, band_metrics, estimator_loss, masked_terms, unwrap
 
 
 class ATATObjective(DiffusionObjective):
@@ -97,9 +97,5 @@ class ATATObjective(DiffusionObjective):
         if diagnostics:
             metrics.update(band_metrics(logits, x0, scored, terms.detach(), rate, self.schedule.loss_weight(t)))
         if s is not None:
-            target, where = importance_targets(nll, scored, cfg.importance.target)
-            importance_loss = ((s - target) ** 2 * where).sum() / where.sum().clamp(min=1)
-            loss = loss + cfg.importance.loss_weight * importance_loss
-            metrics["importance_loss"] = importance_loss.detach()
-            metrics["importance_mean"] = s.detach().mean()
+            loss = loss + estimator_loss(s, nll, scored, cfg.importance, metrics)
         return loss, metrics

@@ -29,7 +29,7 @@ from atat_cli.atat.adaptive_masking import mask_probabilities
 from atat_cli.atat.curriculum import Curriculum
 from atat_cli.diffusion import sample_times
 from atat_cli.models import importance_estimator_of
-from atat_cli.objectives.base import DiffusionObjective, band_metrics, importance_targets, nelbo_terms, unwrap
+from atat_cli.objectives.base import DiffusionObjective, band_metrics, estimator_loss, nelbo_terms, unwrap
 
 
 class SeedATATObjective(DiffusionObjective):
@@ -78,9 +78,5 @@ class SeedATATObjective(DiffusionObjective):
             metrics["weight_masked_mean"] = (weights * masked).sum() / masked.sum().clamp(min=1)
             metrics["weighted_loss"] = loss.detach()
         if s is not None:
-            target, where = importance_targets(nll, masked, cfg.importance.target)
-            importance_loss = ((s - target) ** 2 * where).sum() / where.sum().clamp(min=1)
-            loss = loss + cfg.importance.loss_weight * importance_loss
-            metrics["importance_loss"] = importance_loss.detach()
-            metrics["importance_mean"] = s.detach().mean()
+            loss = loss + estimator_loss(s, nll, masked, cfg.importance, metrics)
         return loss, metrics

@@ -157,6 +157,16 @@ def importance_targets(nll: torch.Tensor, masked: torch.Tensor, target: str) -> 
     return (ranks + 0.5) / count, masked
 
 
+def estimator_loss(s: torch.Tensor, nll: torch.Tensor, scored: torch.Tensor, importance_cfg, metrics: dict) -> torch.Tensor:
+    """lambda * the importance estimator's MSE against its target (`importance_targets`) where it
+    applies; logs the MSE and the mean score into `metrics`."""
+    values, where = importance_targets(nll, scored, importance_cfg.target)
+    mse = ((s - values) ** 2 * where).sum() / where.sum().clamp(min=1)
+    metrics["importance_loss"] = mse.detach()
+    metrics["importance_mean"] = s.detach().mean()
+    return importance_cfg.loss_weight * mse
+
+
 # --- the AR NLL ----------------------------------------------------------------------------
 
 
