@@ -88,8 +88,7 @@ class ATATObjective(DiffusionObjective):
         if self.time is not None:
             self.time.observe(bins, self.proposal_signal(logits, x0, scored, t, q, terms))
         loss = nelbo if time_weight is None else (terms * time_weight[:, None]).mean()
-        metrics = {"nelbo": loss.detach() if time_weight is not None else nelbo.detach(),
-                   "mask_rate": masked.float().mean()}
+        metrics = {"nelbo": loss.detach(), "mask_rate": masked.float().mean()}  # the estimate, 1/pi weights in
         if q is not None:
             metrics["kept_fraction"] = scored.sum() / masked.sum().clamp(min=1)
         if time_weight is not None:
