@@ -8,7 +8,7 @@ import torch
 
 from atat_cli.config import load_config
 from atat_cli.data.tokenizer import Tokenizer
-from atat_cli.diffusion.schedules import Cosine
+from atat_cli.diffusion.schedules import Cosine, LogLinear
 from atat_cli.errors import AtatError
 from atat_cli.models import build_model
 from atat_cli.runs import TrainedRun
@@ -59,6 +59,8 @@ def gen(seed=0):
 SETTINGS = [
     SamplerSettings(sampler="ancestral", steps=5),
     SamplerSettings(sampler="ancestral", steps=40, grid="cosine"),
+    SamplerSettings(sampler="remdm", steps=30, remask="cap", eta=0.2),
+    SamplerSettings(sampler="remdm", steps=12, remask="conf", eta=0.5, grid="cosine"),
     SamplerSettings(sampler="confidence", steps=4, metric="maxprob"),
     SamplerSettings(sampler="uncertainty", steps=3, metric="margin", grid="cosine"),
     SamplerSettings(sampler="uncertainty", steps=50, metric="entropy", temperature=0.5, top_p=0.8),
@@ -119,6 +121,45 @@ def test_ancestral_uses_the_schedules_masking_probability_not_t():
     # From t=1 to t=0.5 a token is revealed with probability (m(1) - m(0.5)) / m(1) ~ 0.707, not 0.5.
     revealed = out.trajectory[0].unmasked.float().mean().item()
     assert revealed == pytest.approx(((rate[0] - rate[1]) / rate[0]).item(), abs=0.03)
+
+
+@pytest.mark.parametrize("remask", ["cap", "rescale", "conf"])
+def test_remdm_remasks_while_the_masked_fraction_follows_the_schedule(remask):
+    B, T, steps = 400, 16, 10
+    model = FixedModel(torch.randn(T, V + 1, generator=gen()))
+    x = torch.full((B, T), MASK)
+    x[:, :4] = 1  # a prompt
+    settings = SamplerSettings(sampler="remdm", steps=steps, remask=remask, eta=0.3)
+    out = sample(model, x, MASK, settings, generator=gen(3), record=True)
+    rate = LogLinear().mask_rate(time_grid(steps, "linear", "cpu"))
+    remasked = 0
+    for i, rec in enumerate(out.trajectory):
+        masked = rec.tokens[:, 4:] == MASK
+        # E[masked fraction after step i] = m(t_{i+1}) for every sigma_t <= sigma_max (binomial spread: 4 sd)
+        assert masked.float().mean().item() == pytest.approx(rate[i + 1].item(), abs=4 * 0.5 / math.sqrt(B * (T - 4)))
+        assert (rec.tokens[:, :4] == 1).all()  # the prompt is never re-masked
+        if i:
+            remasked += int((masked & (out.trajectory[i - 1].tokens[:, 4:] != MASK)).sum())
+    assert remasked > 0, "remdm must re-mask some decoded tokens"
+    assert (out.tokens != MASK).all() and out.nfe == model.calls
+
+
+def test_remdm_with_eta_zero_never_remasks_and_conf_remasks_the_least_sure_first():
+    model = FixedModel(torch.randn(12, V + 1, generator=gen()))
+    out = sample(model, torch.full((50, 12), MASK), MASK, SamplerSettings(sampler="remdm", steps=8, eta=0.0),
+                 generator=gen(), record=True)
+    for before, after in zip(out.trajectory, out.trajectory[1:]):
+        assert not ((before.tokens != MASK) & (after.tokens == MASK)).any()
+    # conf: tokens drawn with low probability go back first. Position 0 is near-certain, 1 a coin flip.
+    logits = torch.zeros(2, V + 1)
+    logits[0, 0] = 20.0
+    logits[0, MASK] = logits[1, MASK] = -1e9
+    out = sample(FixedModel(logits), torch.full((3000, 2), MASK), MASK,
+                 SamplerSettings(sampler="remdm", steps=4, remask="conf", eta=0.5), generator=gen(), record=True)
+    back = torch.zeros(2)
+    for before, after in zip(out.trajectory, out.trajectory[1:]):
+        back += ((before.tokens != MASK) & (after.tokens == MASK)).float().sum(dim=0)
+    assert back[1] > 1.3 * back[0]
 
 
 def _reveal_order(trajectory):

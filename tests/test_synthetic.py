@@ -78,6 +78,35 @@ def test_sampled_information_is_exact_and_near_the_floor():
     assert per_byte == pytest.approx(chain.floor_bits_per_byte, abs=0.015)
 
 
+def test_source_scorer_is_exact_and_tells_the_source_from_a_greedy_sampler():
+    chain = default_source()
+    P = chain.transitions
+    i = {w: k for k, w in enumerate(WORDS)}
+    # Hand example: the first and last pieces are cut; "cog" and the empty word of a double space
+    # are invalid and break the pairs around them.
+    got = chain.score_texts(["ig at big cow  fly cog hen drum fl"])
+    assert got["words"] == 8 and got["valid"] == pytest.approx(6 / 8) and got["pairs"] == 3
+    nll = -(math.log(P[i["at"], i["big"]]) + math.log(P[i["big"], i["cow"]]) + math.log(P[i["hen"], i["drum"]])) / 3
+    assert got["nll_per_word"] == pytest.approx(nll, rel=1e-12)
+    # The source's own text scores its entropy rate and stationary entropy; its pairs match.
+    docs, _ = chain.sample(20, 500, np.random.default_rng(3))
+    own = chain.score_texts(docs)
+    assert own["valid"] == 1.0
+    assert own["nll_per_word"] == pytest.approx(own["entropy_rate"], abs=0.04)
+    assert own["word_entropy"] == pytest.approx(own["stationary_entropy"], abs=0.03)
+    assert own["bigram_kl"] < 0.01
+    # A greedy chain (always the likeliest next word) looks "better" by NLL, and is caught by the
+    # entropy and the pair divergence.
+    state, words = 0, []
+    for _ in range(2000):
+        words.append(WORDS[state])
+        state = int(P[state].argmax())
+    greedy = chain.score_texts([" ".join(words)])
+    assert greedy["nll_per_word"] < own["nll_per_word"] - 0.3
+    assert greedy["word_entropy"] < own["word_entropy"] - 0.3 and greedy["bigram_kl"] > 0.3
+    assert chain.score_texts(["no"])["words"] == 0 and chain.score_texts(["no"])["nll_per_word"] is None
+
+
 @pytest.mark.parametrize("words", [("a",), ("a", "a"), ("a", "b c"), ("a", "")])
 def test_bad_words_are_refused(words):
     with pytest.raises(AtatError, match="distinct non-empty words"):

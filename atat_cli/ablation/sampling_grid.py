@@ -21,7 +21,7 @@ from atat_cli.errors import AtatError, require
 from atat_cli.runs import load_run
 from atat_cli.sampling import SamplerSettings, generate, load_judge, score_generation
 
-SETTING_FIELDS = {"sampler", "steps", "adaptive", "threshold", "gamma", "metric", "grid", "temperature", "top_p"}
+SETTING_FIELDS = {"sampler", "steps", "adaptive", "threshold", "gamma", "metric", "grid", "temperature", "top_p", "remask", "eta"}
 
 
 def ablate_sampling(run, grid: str, *, judge: str | None = None, num_samples: int = 8, length: int | None = None,

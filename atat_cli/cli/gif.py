@@ -19,6 +19,8 @@ def gif(
     adaptive: options.AdaptiveOpt = None,
     threshold: options.ThresholdOpt = 0.9,
     gamma: options.GammaOpt = 0.1,
+    remask: options.RemaskOpt = "cap",
+    eta: options.EtaOpt = 0.02,
     time_grid: options.TimeGridOpt = "linear",
     length: options.LengthOpt = None,
     temperature: options.TemperatureOpt = 1.0,
@@ -69,6 +71,7 @@ def gif(
     if frames_dir is not None and frames_dir.exists() and not frames_dir.is_dir():
         raise AtatError(f"--frames {frames_dir} exists and is not a folder")
     settings = SamplerSettings(sampler=sampler, steps=steps, adaptive=adaptive, threshold=threshold, gamma=gamma,
+                               remask=remask, eta=eta,
                                grid=time_grid, temperature=temperature).validate()
     summary = animate(load_run(run, default_device()), prompt, settings, out_path, fmt=fmt, length=length, seed=seed,
                       color=color, every=every, width=width, fps=fps, hold_s=hold, frames_dir=frames_dir)

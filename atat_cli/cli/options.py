@@ -39,13 +39,18 @@ JudgeOpt = Annotated[Optional[str], typer.Option(
 # The sampler: the fields of SamplerSettings, as `atat sample` and `atat gif` take them.
 PromptOpt = Annotated[str, typer.Option(
     help="Text to continue; [MASK] or [MASK]*N inside it marks tokens to fill in; empty = unconditional.")]
-SamplerOpt = Annotated[Optional[str], typer.Option(help="ancestral (MDLM), confidence, uncertainty or importance (ATAT runs).")]
+SamplerOpt = Annotated[Optional[str], typer.Option(
+    help="ancestral (MDLM), remdm (ancestral with remasking), confidence, uncertainty or importance (ATAT runs).")]
 StepsOpt = Annotated[Optional[int], typer.Option(help="Denoising steps (per block).")]
 AdaptiveOpt = Annotated[Optional[str], typer.Option(
     help="Adaptive steps instead of --steps: threshold (Fast-dLLM) or entropy-bound (EB-sampler).")]
 ThresholdOpt = Annotated[float, typer.Option(
     help="--adaptive threshold: reveal every position whose top probability is at least this, in (0, 1].")]
 GammaOpt = Annotated[float, typer.Option(help="--adaptive entropy-bound: bound (nats) on summed entropy minus the largest one.")]
+RemaskOpt = Annotated[str, typer.Option(
+    help="--sampler remdm: cap (sigma_t = min(eta, sigma_max)), rescale (eta x sigma_max) or conf (cap's budget, "
+         "least confident tokens first).")]
+EtaOpt = Annotated[float, typer.Option(help="--sampler remdm: the remasking strength eta, in [0, 1]; 0 is ancestral.")]
 # "schedule" already names the noise and LR schedules, hence --time-grid; --schedule, its former name, still works.
 TimeGridOpt = Annotated[str, typer.Option(
     "--time-grid", "--schedule",

@@ -18,6 +18,8 @@ def sample(
     adaptive: options.AdaptiveOpt = None,
     threshold: options.ThresholdOpt = 0.9,
     gamma: options.GammaOpt = 0.1,
+    remask: options.RemaskOpt = "cap",
+    eta: options.EtaOpt = 0.02,
     metric: Annotated[str, typer.Option(help="Uncertainty metric of the ordered samplers: entropy, margin or maxprob.")] = "entropy",
     time_grid: options.TimeGridOpt = "linear",
     length: options.LengthOpt = None,
@@ -46,6 +48,7 @@ def sample(
       atat sample --prompt "The [MASK]*5 sat on the mat." --sampler confidence --steps 8
       atat sample --sampler confidence --time-grid cosine --steps 32
       atat sample --sampler confidence --adaptive threshold --threshold 0.9 --num-samples 8 --json
+      atat sample --sampler remdm --remask conf --eta 0.02 --steps 128
       atat sample --num-samples 16 --steps 128 --score --judge runs/ar-tiny-pydocs
     """
     from atat_cli.device import default_device
@@ -59,6 +62,7 @@ def sample(
     if score and judge is None:
         raise AtatError("--score needs a judge", "pass --judge RUN (an AR run: atat train --method ar) or --judge gpt2")
     settings = SamplerSettings.requested(sampler, steps, adaptive, threshold=threshold, gamma=gamma, metric=metric,
+                                         remask=remask, eta=eta,
                                          grid=time_grid, temperature=temperature, top_p=top_p)
     device = default_device()
     trained = load_run(run, device)

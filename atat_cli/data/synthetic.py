@@ -109,6 +109,50 @@ class MarkovSource:
         return [" ".join(doc) for doc in vocab[states]], float(bits)
 
 
+    def score_texts(self, texts: list[str]) -> dict:
+        """The exact quality of generated texts under the source (samplers are judged by it).
+
+        Each text is split at single spaces and its first and last pieces are dropped (a sample
+        of a block may start and end inside a word); the rest are its words. Over all texts:
+          words           interior words scored;
+          valid           the share of them that are words of the source (a double space, a
+                          fused or broken word is not);
+          nll_per_word    -log P(w' | w) in nats, averaged over consecutive valid pairs: what the
+                          source itself scores in expectation is entropy_rate (H_w ln 2), and a
+                          sampler that prefers likely words scores below it, so read it with
+          word_entropy    the entropy (nats) of the pooled word frequencies, which the source's
+                          own text brings to stationary_entropy (H(pi)): low diversity shows here;
+          bigram_kl       KL(empirical pair frequencies || pi_i P_ij), nats: 0 only for text
+                          whose pairs are the source's (plug-in, so biased up by ~35 / (2 pairs)).
+        """
+        index = {w: i for i, w in enumerate(self.words)}
+        n = len(self.words)
+        pairs = np.zeros((n, n))
+        unigrams = np.zeros(n)
+        total = 0
+        for text in texts:
+            ids = np.array([index.get(w, -1) for w in text.split(" ")[1:-1]], dtype=np.int64)
+            total += len(ids)
+            ok = ids >= 0
+            np.add.at(unigrams, ids[ok], 1)
+            both = ok[:-1] & ok[1:]
+            np.add.at(pairs, (ids[:-1][both], ids[1:][both]), 1)
+        n_pairs = pairs.sum()
+        joint = self.stationary[:, None] * self.transitions
+        q = pairs / max(n_pairs, 1)
+        u = unigrams / max(unigrams.sum(), 1)
+        return {
+            "words": total,
+            "valid": float(unigrams.sum() / total) if total else None,
+            "pairs": int(n_pairs),
+            "nll_per_word": float(-(pairs * np.log(self.transitions)).sum() / n_pairs) if n_pairs else None,
+            "entropy_rate": self.bits_per_word * np.log(2),
+            "word_entropy": float(-(u[u > 0] * np.log(u[u > 0])).sum()) if unigrams.sum() else None,
+            "stationary_entropy": float(-(self.stationary * np.log(self.stationary)).sum()),
+            "bigram_kl": float((q[q > 0] * np.log(q[q > 0] / joint[q > 0])).sum()) if n_pairs else None,
+        }
+
+
 def stationary_distribution(P: np.ndarray) -> np.ndarray:
     """pi with pi P = pi and sum 1: the left eigenvector of P for eigenvalue 1."""
     evals, evecs = np.linalg.eig(P.T)

@@ -15,6 +15,7 @@ from atat_cli.sampling.samplers import (
                                       ADAPTIVE,
                                       GRIDS,
                                       METRICS,
+                                      REMASK,
                                       SAMPLERS,
                                       SampleOutput,
                                       SamplerSettings,
@@ -25,7 +26,7 @@ from atat_cli.sampling.samplers import (
                                       uncertainty,
 )
 
-__all__ = ["ADAPTIVE", "GRIDS", "METRICS", "SAMPLERS", "Generation", "Layout", "Sample", "SampleOutput",
+__all__ = ["ADAPTIVE", "GRIDS", "METRICS", "REMASK", "SAMPLERS", "Generation", "Layout", "Sample", "SampleOutput",
            "SamplerSettings", "StepRecord", "build_layout", "generate", "generation_report", "generative_perplexity", "gumbel_noise",
            "load_judge", "preview", "sample", "sample_autoregressive", "sample_categorical", "score_generation", "time_grid",
            "top_p_filter", "uncertainty", "unigram_entropy"]

@@ -17,6 +17,15 @@ Samplers (all batched tensor code: the only Python loop is over steps):
   (token v masked at m^{w_v}) the reveal follows it: v with probability mu_v (1 - (m(t)/m(s))^{w_v}). A row in which no token
   changed keeps its logits for the next step and costs no NFE (MDLM's caching; exact because
   the denoiser's output depends on x_t, and only negligibly on the noise level).
+- remdm: ReMDM (Wang et al. 2025), ancestral sampling that may also re-mask decoded tokens.
+  From t to s < t (alpha = 1 - m) a decoded token is re-masked with probability sigma_t and a
+  masked one revealed with probability (alpha_s - (1 - sigma_t) alpha_t) / (1 - alpha_t), so the
+  expected masked fraction is still m(s) for any sigma_t <= sigma_max = min(1, m(s) / alpha_t).
+  sigma_t = min(eta, sigma_max) (cap) or eta sigma_max (rescale); conf spends cap's expected
+  re-masks unevenly, on each decoded token in proportion to softmax(-p) over the row's decoded
+  tokens, p the probability the token had when it was drawn (the DiT's logits at visible
+  positions are not trained, so they cannot score them). eta = 0 is ancestral sampling. Tokens
+  outside the positions to fill (the prompt) are never re-masked; the last step re-masks nothing.
 - confidence / uncertainty / importance: at each step score every masked position and reveal
   the k best: most confident first (MaskGIT, LLaDA), most uncertain first (the seed documents'
   order), or by priority = normalised uncertainty x importance from the ATAT estimator. k
@@ -45,7 +54,8 @@ from atat_cli.diffusion.schedules import LogLinear, NoiseSchedule
 from atat_cli.errors import AtatError, require
 from atat_cli.sampling.gumbel import sample_categorical
 
-SAMPLERS = ("ancestral", "confidence", "uncertainty", "importance")
+SAMPLERS = ("ancestral", "remdm", "confidence", "uncertainty", "importance")
+REMASK = ("cap", "rescale", "conf")
 ADAPTIVE = ("threshold", "entropy-bound")
 METRICS = ("entropy", "margin", "maxprob")
 GRIDS = ("linear", "cosine")
@@ -65,6 +75,8 @@ class SamplerSettings:
     grid: str = "linear"  # time grid: linear, or cosine (MD4/MaskGIT: few tokens early, many late)
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
+    remask: str = "cap"  # remdm: how sigma_t is chosen, one of REMASK
+    eta: float = 0.02  # remdm: the cap on sigma_t (cap, conf) or its share of sigma_t^max (rescale)
 
     @classmethod
     def requested(cls, sampler: str | None = None, steps: int | None = None, adaptive: str | None = None,
@@ -80,8 +92,8 @@ class SamplerSettings:
         require(self.sampler in SAMPLERS, f"unknown sampler '{self.sampler}'", f"choose one of: {', '.join(SAMPLERS)}")
         require(self.adaptive is None or self.adaptive in ADAPTIVE, f"unknown adaptive rule '{self.adaptive}'",
                 f"choose one of: {', '.join(ADAPTIVE)}")
-        require(self.adaptive is None or self.sampler != "ancestral",
-                "adaptive steps need an ordered sampler, not ancestral",
+        require(self.adaptive is None or self.sampler not in ("ancestral", "remdm"),
+                f"adaptive steps need an ordered sampler, not {self.sampler}",
                 "use --sampler confidence (Fast-dLLM / EB-sampler order), uncertainty or importance")
         require(isinstance(self.steps, int) and self.steps >= 1, f"steps must be at least 1 (got {self.steps})")
         require(0.0 < self.threshold <= 1.0, f"threshold must be in (0, 1] (got {self.threshold})", "e.g. --threshold 0.9")
@@ -93,6 +105,8 @@ class SamplerSettings:
         require(self.temperature >= 0.0 and math.isfinite(self.temperature),
                 f"temperature must be >= 0 (got {self.temperature})", "0 is greedy, 1 the model's distribution")
         require(0.0 < self.top_p <= 1.0, f"top-p must be in (0, 1] (got {self.top_p})")
+        require(self.remask in REMASK, f"unknown remasking schedule '{self.remask}'", f"choose one of: {', '.join(REMASK)}")
+        require(0.0 <= self.eta <= 1.0, f"eta must be in [0, 1] (got {self.eta})", "e.g. --eta 0.02")
         return self
 
     def describe(self) -> str:
@@ -100,6 +114,8 @@ class SamplerSettings:
             return f"{self.sampler}+threshold({self.threshold:g})"
         if self.adaptive == "entropy-bound":
             return f"{self.sampler}+entropy-bound({self.gamma:g})"
+        if self.sampler == "remdm":
+            return f"remdm-{self.remask}({self.eta:g})/{self.steps}"
         return f"{self.sampler}/{self.steps}"
 
 
@@ -163,6 +179,8 @@ def sample(denoiser: Denoiser, x: torch.Tensor, mask_id: int, settings: SamplerS
     if settings.sampler == "ancestral":
         return _ancestral(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record,
                           token_exponents)
+    if settings.sampler == "remdm":
+        return _remdm(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record)
     return _ordered(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record)
 
 
@@ -180,7 +198,9 @@ def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, import
                token_exponents=None):
     B = x.shape[0]
     rate = schedule.mask_rate(time_grid(s.steps, s.grid, x.device))  # m(t_i), float64, m(t_steps) = 0
-    cache = None  # (B, T, V) logits of the real vocabulary, per row valid while the row is unchanged
+    # (B, T, V + 1) logits in the denoiser's own dtype, per row valid while the row is unchanged.
+    # Never copied whole or upcast: only the positions a step reads are (the overhead issue).
+    cache = None
     stale = torch.ones(B, dtype=torch.bool, device=x.device)
     nfe, row_nfe = 0, torch.zeros(B, dtype=torch.long, device=x.device)
     row_steps = torch.zeros_like(row_nfe)
@@ -192,10 +212,10 @@ def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, import
         need = stale & active
         if need.any():
             level = rate[i].float().expand(B)
-            fresh = denoiser(x[need], level[need])[..., :mask_id].float()
-            if cache is None:
-                cache = torch.zeros(B, *fresh.shape[1:], dtype=fresh.dtype, device=x.device)
-            cache[need] = fresh
+            if need.all():
+                cache = denoiser(x, level)
+            else:
+                cache = _rows_into(cache, denoiser(x[need], level[need]), need, B)
             nfe += 1
             row_nfe += need
         row_steps += active
@@ -204,16 +224,19 @@ def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, import
             # Reveal each masked token with probability (m(s) - m(t)) / m(s); 1 on the last step.
             reveal = (rate[i] - rate[i + 1]) / rate[i]
             chosen = todo & (draw < reveal)
-            tokens = sample_categorical(cache[chosen], generator, s.temperature, s.top_p)
+            at_chosen = cache[chosen][:, :mask_id].float()
+            tokens = sample_categorical(at_chosen, generator, s.temperature, s.top_p)
         else:
             # Per-token schedule: token v is revealed with probability 1 - (m(t)/m(s))^{w_v}, so a
             # masked position becomes v with probability mu_v (1 - ratio^{w_v}) and stays masked
             # otherwise (exact at temperature 1; a temperature also tempers the factor).
             ratio = (rate[i + 1] / rate[i]).float()
             log_factor = torch.log1p(-ratio ** token_exponents.float()) if ratio > 0 else torch.zeros_like(token_exponents)
-            reveal = (torch.softmax(cache, dim=-1) * log_factor.exp()).sum(-1)  # (B, T)
-            chosen = todo & (draw < reveal)
-            tokens = sample_categorical(cache[chosen] + log_factor, generator, s.temperature, s.top_p)
+            reveal = (torch.softmax(cache[todo][:, :mask_id].float(), dim=-1) * log_factor.exp()).sum(-1)  # (N,)
+            chosen = todo.clone()
+            chosen[todo] = draw[todo] < reveal
+            at_chosen = cache[chosen][:, :mask_id].float()
+            tokens = sample_categorical(at_chosen + log_factor, generator, s.temperature, s.top_p)
         x[chosen] = tokens
         todo &= ~chosen
         # Under a per-token schedule the posterior of a still-masked token moves with t even when
@@ -221,8 +244,59 @@ def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, import
         stale = chosen.any(dim=1) if token_exponents is None else torch.ones_like(stale)
         if record:
             imp = importance(x, rate[i + 1].float().expand(B)) if importance is not None else None
-            _record(trajectory, i, nfe, x, chosen, cache[chosen], tokens, imp)
+            _record(trajectory, i, nfe, x, chosen, at_chosen, tokens, imp)
     return SampleOutput(x, nfe, row_nfe, row_steps, trajectory)
+
+
+def _remdm(denoiser, x, region, mask_id, s: SamplerSettings, generator, importance, schedule, record):
+    B = x.shape[0]
+    rate = schedule.mask_rate(time_grid(s.steps, s.grid, x.device))
+    todo = region.clone()  # still masked; region (the positions to fill) is all that may be re-masked
+    drawn_p = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # each decoded token's p when drawn
+    nfe, row_nfe = 0, torch.zeros(B, dtype=torch.long, device=x.device)
+    row_steps = torch.zeros_like(row_nfe)
+    trajectory = [] if record else None
+    for i in range(s.steps):
+        m_t, m_s = float(rate[i]), float(rate[i + 1])
+        sigma_max = 1.0 if m_t >= 1.0 else min(1.0, m_s / (1.0 - m_t))
+        sigma = s.eta * sigma_max if s.remask == "rescale" else min(s.eta, sigma_max)
+        active = region.any(dim=1)
+        row_steps += active
+        decoded = region & ~todo
+        if s.remask == "conf":  # the same expected re-masks per row as cap, least sure tokens first
+            weight = torch.where(decoded, torch.exp(-drawn_p), 0.0)
+            share = weight / weight.sum(dim=1, keepdim=True).clamp_min(1e-30)
+            remask_p = (sigma * decoded.sum(dim=1, keepdim=True) * share).clamp(max=1.0)
+        else:
+            remask_p = torch.where(decoded, sigma, 0.0)
+        draw = torch.rand(x.shape, dtype=torch.float64, generator=generator, device=x.device)
+        remasked = decoded & (draw < remask_p)
+        reveal = (1.0 - m_s - (1.0 - sigma) * (1.0 - m_t)) / m_t  # 1 on the last step (m_s = 0)
+        chosen = todo & (draw < reveal)  # same draw: a position is either masked or decoded
+        at_chosen = None
+        tokens = x.new_empty(0)
+        if chosen.any():
+            logits = denoiser(x, rate[i].float().expand(B))
+            nfe += 1
+            row_nfe += todo.any(dim=1)
+            at_chosen = logits[chosen][:, :mask_id].float()
+            tokens = sample_categorical(at_chosen, generator, s.temperature, s.top_p)
+            drawn_p[chosen] = torch.softmax(at_chosen, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+        x[chosen] = tokens
+        x[remasked] = mask_id
+        todo = (todo & ~chosen) | remasked
+        if record:
+            imp = importance(x, rate[i + 1].float().expand(B)) if importance is not None else None
+            _record(trajectory, i, nfe, x, chosen, at_chosen, tokens, imp)
+    return SampleOutput(x, nfe, row_nfe, row_steps, trajectory)
+
+
+def _rows_into(cache, fresh, rows, batch):
+    """The cache with `rows` replaced by `fresh` (a new zero cache of `batch` rows when None)."""
+    # contiguous(): a denoiser may return a broadcast view, which cannot be written row by row
+    cache = fresh.new_zeros(batch, *fresh.shape[1:]) if cache is None else cache.contiguous()
+    cache[rows] = fresh
+    return cache
 
 
 def _ordered(denoiser, x, todo, mask_id, s: SamplerSettings, generator, importance, schedule, record):
