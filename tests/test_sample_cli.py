@@ -66,12 +66,22 @@ def test_sample_end_to_end(atat_home, capsys):
     result = json.loads(out)
     assert result["method"] == "ar" and result["samples"][0]["text"].startswith("The") and result["nfe"] == 10
 
+    # semi-autoregressive blocks through the dual cache (Fast-dLLM), and remasking
+    code, out, err = run(capsys, "sample", mdlm_run, "--prompt", "The", "--length", "12", "--block-size", "4",
+                         "--cache", "dual", "--sampler", "remdm", "--eta", "0.1", "--steps", "3", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["cache"] == "dual" and result["block_size"] == 4 and result["sampler"] == "remdm-cap(0.1)/3"
+    assert all(s["steps"] == 9 for s in result["samples"])  # 3 blocks x 3 steps
+
     # errors that need a run
     for argv, message in (
         (["--prompt", "x" * 40], "longer than the model's context"),
         (["--sampler", "importance"], "run has no importance estimator; train with --method atat"),
         ([ar_run, "--prompt", "a [MASK] b"], "cannot fill"),
         (["--judge", mdlm_run], "not an AR run"),
+        (["--cache", "prefix"], "unknown cache 'prefix'"),
+        ([ar_run, "--cache", "dual"], "an AR run always decodes with its own KV cache"),
     ):
         code, out, err = run(capsys, "sample", *argv)
         assert code == 1 and out == "" and message in err, (argv, err)

@@ -134,6 +134,12 @@ def test_gif_command_end_to_end(atat_home, capsys):
     frames, info = G.denoising_frames(trained, "the model", SamplerSettings(sampler="confidence", steps=6),
                                       length=20, every=4)
     assert len(frames) == 1 + math.ceil(6 / 4) == info["frames"]
+    # blocks through the dual cache, with remasking: 2 blocks of 10 positions x 6 steps each
+    code, stdout, err = run(capsys, "gif", "--prompt", "the model", "--length", "20", "--steps", "6",
+                            "--sampler", "remdm", "--eta", "0.1", "--block-size", "10", "--cache", "dual",
+                            "--out", atat_home / "blocks.gif", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["steps"] == 12
     # mp4 needs imageio-ffmpeg, which is optional: a clear error with the pip hint when absent
     import importlib.util
 

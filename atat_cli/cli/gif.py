@@ -23,6 +23,8 @@ def gif(
     eta: options.EtaOpt = 0.02,
     time_grid: options.TimeGridOpt = "linear",
     length: options.LengthOpt = None,
+    block_size: options.BlockSizeOpt = None,
+    cache: options.CacheOpt = "none",
     temperature: options.TemperatureOpt = 1.0,
     seed: options.SeedOpt = 0,
     color: Annotated[str, typer.Option(help="Colour of revealed tokens: confidence, or importance (ATAT runs).")] = "confidence",
@@ -46,6 +48,7 @@ def gif(
       atat gif --sampler importance --color importance --out imp.gif
       atat gif --prompt "The [MASK]*12 of the list." --steps 12 --frames frames/
       atat gif --sampler ancestral --steps 128 --every 2 --format mp4
+      atat gif --sampler remdm --steps 128 --block-size 32 --cache dual
     """
     from atat_cli.device import default_device
     from atat_cli.errors import AtatError, require
@@ -74,7 +77,8 @@ def gif(
                                remask=remask, eta=eta,
                                grid=time_grid, temperature=temperature).validate()
     summary = animate(load_run(run, default_device()), prompt, settings, out_path, fmt=fmt, length=length, seed=seed,
-                      color=color, every=every, width=width, fps=fps, hold_s=hold, frames_dir=frames_dir)
+                      color=color, every=every, width=width, fps=fps, hold_s=hold, frames_dir=frames_dir,
+                      block_size=block_size, cache=cache)
     if json_out:
         print_json(summary)
         return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,7 +25,8 @@ def sample(
     length: options.LengthOpt = None,
     num_samples: options.NumSamplesOpt = 1,
     batch_size: options.BatchSizeOpt = 16,
-    block_size: Annotated[Optional[int], typer.Option(help="Semi-autoregressive block length (default: one block if it fits the context, else half a context).")] = None,
+    block_size: options.BlockSizeOpt = None,
+    cache: options.CacheOpt = "none",
     temperature: options.TemperatureOpt = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling: keep the most likely tokens up to this mass, in (0, 1].")] = 1.0,
     seed: options.SeedOpt = None,
@@ -49,6 +50,7 @@ def sample(
       atat sample --sampler confidence --time-grid cosine --steps 32
       atat sample --sampler confidence --adaptive threshold --threshold 0.9 --num-samples 8 --json
       atat sample --sampler remdm --remask conf --eta 0.02 --steps 128
+      atat sample --sampler confidence --steps 8 --block-size 32 --cache dual
       atat sample --num-samples 16 --steps 128 --score --judge runs/ar-tiny-pydocs
     """
     from atat_cli.device import default_device
@@ -72,7 +74,7 @@ def sample(
 
     with progress_bar("sampling", num_samples, enabled=not json_out) as advance:
         result = generate(trained, prompt, settings, length=length, num_samples=num_samples, batch_size=batch_size,
-                          block_size=block_size, seed=seed, progress=advance)
+                          block_size=block_size, cache=cache, seed=seed, progress=advance)
     summary = generation_report(trained, result, settings, judge_model)
     if json_out:
         print_json(summary)

@@ -33,14 +33,20 @@ class DiT(nn.Module):
         )
         self.final = FinalLayer(cfg.d_model, vocab_size + 1, cfg.cond_dim)
 
-    def forward(self, x_t: torch.Tensor, noise_level: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, noise_level: torch.Tensor, at: torch.Tensor | None = None,
+                kv_caches: list[dict] | None = None, start: int | None = None) -> torch.Tensor:
         """Logits (B, T, V + 1); with `at` (B, T) bool, only the marked positions' logits over the
         real vocabulary, (N, V) in row-major order: all the NELBO needs, since under SUBS unmasked
-        positions carry over and the mask id has probability zero."""
+        positions carry over and the mask id has probability zero.
+
+        Sampling with a dual cache (sampling/block_cache.py): `kv_caches` (one empty dict per
+        block) is filled with every layer's keys and values of x_t; a later call with `start`
+        passes only the tokens of positions [start, start + T) and computes those positions
+        alone, attending to the cached keys and values of all the others."""
         x = self.embed(x_t)  # (B, T, D)
         cond = F.silu(self.time(noise_level))  # (B, cond_dim)
-        for block in self.blocks:
-            x = block(x, self.rotary, cond)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.rotary, cond, None if kv_caches is None else kv_caches[i], start)
         if at is None:
             return self.final(x, cond)
         return self.final(x, cond, at=at, n_out=self.vocab_size)

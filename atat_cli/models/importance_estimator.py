@@ -59,5 +59,6 @@ class ATATModel(nn.Module):
         self.vocab_size = denoiser.vocab_size
         self.mask_id = denoiser.mask_id
 
-    def forward(self, x_t: torch.Tensor, noise_level: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
-        return self.denoiser(x_t, noise_level, at)
+    def forward(self, x_t: torch.Tensor, noise_level: torch.Tensor, at: torch.Tensor | None = None,
+                **cached) -> torch.Tensor:
+        return self.denoiser(x_t, noise_level, at, **cached)

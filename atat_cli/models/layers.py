@@ -49,12 +49,21 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, rotary: Rotary, kv_cache: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rotary: Rotary, kv_cache: dict | None = None,
+                start: int | None = None) -> torch.Tensor:
+        """With a kv_cache and no `start`: append x's keys/values to it (AR decoding; an empty
+        cache is filled). With `start`: x holds positions [start, start + T) of a cached
+        bidirectional sequence; their keys/values replace the cached ones and the queries attend
+        to the whole cached sequence (the DiT's dual cache, sampling/block_cache.py)."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).unbind(dim=2)
-        offset = 0 if kv_cache is None else kv_cache.get("len", 0)
+        offset = start if start is not None else 0 if kv_cache is None else kv_cache.get("len", 0)
         q, k = rotary(q, offset), rotary(k, offset)
-        if kv_cache is not None:  # AR decoding: append this step's keys/values
+        if kv_cache is not None and start is not None:
+            kv_cache["k"][:, start : start + T] = k
+            kv_cache["v"][:, start : start + T] = v
+            k, v = kv_cache["k"], kv_cache["v"]
+        elif kv_cache is not None:
             if "k" in kv_cache:
                 k = torch.cat([kv_cache["k"], k], dim=1)
                 v = torch.cat([kv_cache["v"], v], dim=1)
@@ -110,13 +119,13 @@ class Block(nn.Module):
             nn.init.zeros_(self.adaLN.weight)
             nn.init.zeros_(self.adaLN.bias)
 
-    def forward(self, x, rotary, cond=None, kv_cache=None):
+    def forward(self, x, rotary, cond=None, kv_cache=None, start=None):
         if self.adaLN is None:
-            x = x + self.drop(self.attn(self.norm1(x), rotary, kv_cache))
+            x = x + self.drop(self.attn(self.norm1(x), rotary, kv_cache, start))
             return x + self.mlp(self.norm2(x))
         # one (shift, scale, gate) per sequence for each half of the block: (B, 1, D) each
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(cond)[:, None].chunk(6, dim=-1)
-        x = x + gate1 * self.drop(self.attn(modulate(self.norm1(x), shift1, scale1), rotary))
+        x = x + gate1 * self.drop(self.attn(modulate(self.norm1(x), shift1, scale1), rotary, kv_cache, start))
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 

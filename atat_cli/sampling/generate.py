@@ -23,6 +23,8 @@ import torch
 
 from atat_cli.errors import AtatError
 from atat_cli.models import token_schedule_of
+from atat_cli.models.dit import DiT
+from atat_cli.sampling.block_cache import CACHES, DualCacheDenoiser
 from atat_cli.sampling.prompts import Layout, build_layout
 from atat_cli.sampling.samplers import SamplerSettings, StepRecord, sample, sample_autoregressive
 
@@ -48,6 +50,8 @@ class Generation:
     generated_tokens: int
     seed: int
     layout: Layout | None = None
+    block_size: int | None = None  # positions per semi-autoregressive block (None: AR)
+    cache: str = "none"
     trajectory: list[list[StepRecord]] | None = field(default=None, repr=False)  # per batch, when recorded
 
     @property
@@ -57,7 +61,8 @@ class Generation:
     def to_dict(self) -> dict:
         return {"samples": [{"text": s.text, "steps": s.steps, "nfe": s.nfe} for s in self.samples],
                 "nfe": self.nfe, "seconds": self.seconds, "tokens_per_second": self.tokens_per_second,
-                "generated_tokens": self.generated_tokens, "seed": self.seed}
+                "generated_tokens": self.generated_tokens, "seed": self.seed, "block_size": self.block_size,
+                "cache": self.cache}
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -70,10 +75,12 @@ def _sync(device: torch.device) -> None:
 
 
 def generate(trained, prompt: str = "", settings: SamplerSettings | None = None, *, length: int | None = None,
-             num_samples: int = 1, batch_size: int = 16, block_size: int | None = None, seed: int | None = None,
-             record: bool = False, progress=None) -> Generation:
-    """Sample `num_samples` texts from a TrainedRun. `progress(done, total)` is called after each
-    block of each batch, `done` counting samples (fractional within a batch of several blocks)."""
+             num_samples: int = 1, batch_size: int = 16, block_size: int | None = None, cache: str = "none",
+             seed: int | None = None, record: bool = False, progress=None) -> Generation:
+    """Sample `num_samples` texts from a TrainedRun. `cache`: "none", or "dual" for Fast-dLLM's
+    approximate dual cache within each block (sampling/block_cache.py). `progress(done, total)`
+    is called after each block of each batch, `done` counting samples (fractional within a
+    batch of several blocks)."""
     from atat_cli.device import autocast, resolve_precision
     from atat_cli.diffusion import build_schedule
 
@@ -96,14 +103,23 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
     if settings.sampler == "importance" and trained.importance is None:
         raise AtatError("run has no importance estimator; train with --method atat",
                         "or choose --sampler uncertainty / confidence")
+    if cache not in CACHES:
+        raise AtatError(f"unknown cache '{cache}'", f"choose one of: {', '.join(CACHES)}")
+    if cache != "none" and is_ar:
+        raise AtatError("--cache applies to diffusion runs; an AR run always decodes with its own KV cache")
+    if cache != "none" and not isinstance(getattr(model, "denoiser", model), DiT):
+        raise AtatError(f"the {type(model).__name__} backbone has no cached decoding", "use --cache none")
     if block_size is not None and not 1 <= block_size <= seq_len:
         raise AtatError(f"block size must be between 1 and the context length {seq_len} (got {block_size})")
+    if block_size is None and not is_ar:  # one block when the layout fits one context, else half a context
+        n = len(layout.ids)
+        block_size = n - layout.first_mask if n <= seq_len else seq_len // 2
     seed = secrets.randbelow(2**31) if seed is None else seed
     generator = torch.Generator(device=device).manual_seed(seed)
 
-    def denoiser(x, level):
+    def denoiser(x, level, **cached):
         with autocast(device, precision):
-            return model(x, level)
+            return model(x, level, **cached)
 
     importance = None
     if trained.importance is not None:
@@ -128,8 +144,9 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
                     if progress is not None:
                         progress(b0 + B * fraction, num_samples)
 
+                cache_layers = cfg.model.n_layers if cache == "dual" else None
                 out = _generate_blocks(denoiser, x, layout, seq_len, block_size, settings, generator,
-                                       importance, schedule, record, block_done, token_exponents)
+                                       importance, schedule, record, block_done, token_exponents, cache_layers)
             rows += out.tokens.tolist()
             steps += out.row_steps.tolist()
             nfes += out.row_nfe.tolist()
@@ -146,7 +163,7 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
         samples.append(Sample(layout.render(row, tokenizer), n_steps, n_nfe, continuation, ids, row))
     generated = num_samples * sum(1 for i in layout.ids if i == mask_id)
     return Generation(samples, prompt, layout.prefix_text, settings, total_nfe, seconds, generated, seed, layout,
-                      trajectories if record else None)
+                      block_size, cache, trajectories if record else None)
 
 
 def preview(trained, length: int = 64, seed: int = 0) -> str:
@@ -156,15 +173,14 @@ def preview(trained, length: int = 64, seed: int = 0) -> str:
 
 
 def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings, generator, importance, schedule,
-                     record, block_done=lambda fraction: None, token_exponents=None):
-    """Fill the layout left to right in blocks, each sampled inside a window of one context."""
+                     record, block_done=lambda fraction: None, token_exponents=None, cache_layers=None):
+    """Fill the layout left to right in blocks, each sampled inside a window of one context; with
+    `cache_layers` (the DiT's depth) each block decodes through a fresh dual cache."""
     from atat_cli.sampling.samplers import SampleOutput
 
     B, T = x.shape
     mask_id = layout.mask_id
     first = layout.first_mask
-    if block_size is None:
-        block_size = T - first if T <= seq_len else seq_len // 2
     total_nfe, row_nfe = 0, torch.zeros(B, dtype=torch.long, device=x.device)
     row_steps = torch.zeros_like(row_nfe)
     trajectory = [] if record else None
@@ -176,7 +192,9 @@ def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings,
         fill[:, start - w0 : end - w0] = x[:, start:end] == mask_id
         if not fill.any():
             continue
-        out = sample(denoiser, x[:, w0:w1], mask_id, settings, fill=fill, generator=generator,
+        block_denoiser = denoiser if cache_layers is None else DualCacheDenoiser(denoiser, start - w0, end - w0,
+                                                                                 cache_layers)
+        out = sample(block_denoiser, x[:, w0:w1], mask_id, settings, fill=fill, generator=generator,
                      importance=importance, schedule=schedule, token_exponents=token_exponents, record=record)
         before = x.clone() if record else None
         x[:, w0:w1] = out.tokens

@@ -4,7 +4,8 @@
                  schedule=None, record=False)
 
 `denoiser(x, noise_level) -> logits (B, T, V + 1)` is the DiT (or any callable like it; the
-mask id is the last logit and is never sampled). `x` (B, T) holds the mask id at the positions
+mask id is the last logit and is never sampled). One that can only be called on the whole batch
+(a cached one, sampling/block_cache.py) says so with `whole_batch = True`. `x` (B, T) holds the mask id at the positions
 to fill; `fill` (B, T) may restrict filling to some of them (semi-autoregressive blocks keep
 later blocks masked but visible). Tokens that are not masked are never changed. The result is a
 `SampleOutput`: the tokens, the NFE (batched denoiser calls), steps and NFE per row, and, with
@@ -212,12 +213,13 @@ def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, import
         need = stale & active
         if need.any():
             level = rate[i].float().expand(B)
-            if need.all():
+            if need.all() or getattr(denoiser, "whole_batch", False):  # a cached denoiser holds every row
                 cache = denoiser(x, level)
+                row_nfe += active
             else:
                 cache = _rows_into(cache, denoiser(x[need], level[need]), need, B)
+                row_nfe += need
             nfe += 1
-            row_nfe += need
         row_steps += active
         draw = torch.rand(x.shape, dtype=torch.float64, generator=generator, device=x.device)
         if token_exponents is None:

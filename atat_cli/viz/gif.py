@@ -370,8 +370,10 @@ def token_pieces(ids, tokenizer, eos_id: int) -> list[str]:
 
 def denoising_frames(trained, prompt: str, settings, *, length: int | None = None, seed: int | None = 0,
                      color: str = "confidence", every: int | None = None, width: int = WIDTH,
-                     title: str = "") -> tuple[list[np.ndarray], dict]:
+                     title: str = "", block_size: int | None = None,
+                     cache: str = "none") -> tuple[list[np.ndarray], dict]:
     """Sample one text from a TrainedRun while recording every step, and draw its frames.
+    `block_size` and `cache` are generate()'s: blocks decoded left to right, through a cache.
 
     `every` None picks k so that a long run still makes at most about 100 frames. Returns the frames
     and a summary (text, steps, NFE, k, frame size)."""
@@ -393,7 +395,8 @@ def denoising_frames(trained, prompt: str, settings, *, length: int | None = Non
     if len(layout_ids) > seq_len:  # one block: one time grid, so every frame has a meaningful t
         raise AtatError(f"the animation draws one context of {seq_len} tokens; prompt and --length make {len(layout_ids)}",
                         "lower --length or shorten the prompt")
-    result = generate(trained, prompt, settings, length=length, num_samples=1, batch_size=1, seed=seed, record=True)
+    result = generate(trained, prompt, settings, length=length, num_samples=1, batch_size=1, seed=seed, record=True,
+                      block_size=block_size, cache=cache)
     records = result.trajectory[0]
     if every is None:
         every = max(1, math.ceil(len(records) / 100))
@@ -401,7 +404,9 @@ def denoising_frames(trained, prompt: str, settings, *, length: int | None = Non
     final = np.asarray(result.samples[0].ids)
     layout = TokenLayout.build(token_pieces(final, tokenizer, trained.data.eos_id), start == mask_id,
                                FrameRenderer.columns(width))
-    fixed = settings.adaptive is None
+    # t is one time grid's only when the text is one block; blocks restart it, so show the masked count
+    n_targets = int((start == mask_id).sum())
+    fixed = settings.adaptive is None and (block_size is None or block_size >= n_targets)
     frames = render_frames(layout, start, records, mask_id=mask_id, color=color, every=every,
                            steps=settings.steps if fixed else None, grid=settings.grid, title=title, width=width)
     summary = {"text": result.samples[0].text, "steps": len(records), "nfe": result.nfe, "every": every,
@@ -411,7 +416,8 @@ def denoising_frames(trained, prompt: str, settings, *, length: int | None = Non
 
 def animate(trained, prompt: str, settings, out_path: Path, *, fmt: str = "gif", length: int | None = None,
             seed: int | None = 0, color: str = "confidence", every: int | None = None, width: int = WIDTH,
-            fps: float = 6.0, hold_s: float = 3.0, frames_dir: Path | None = None) -> dict:
+            fps: float = 6.0, hold_s: float = 3.0, frames_dir: Path | None = None, block_size: int | None = None,
+            cache: str = "none") -> dict:
     """`atat gif`: sample one text while recording it, write the animation (and PNG frames into
     `frames_dir`), return its summary. A prefix prompt gets 96 new tokens unless `length` says
     otherwise: a paragraph, enough to see the order, short enough to read."""
@@ -419,7 +425,7 @@ def animate(trained, prompt: str, settings, out_path: Path, *, fmt: str = "gif",
         length = 96
     title = f"{trained.checkpoint.parent.name} · {settings.describe()}   "
     frames, summary = denoising_frames(trained, prompt, settings, length=length, seed=seed, color=color,
-                                       every=every, width=width, title=title)
+                                       every=every, width=width, title=title, block_size=block_size, cache=cache)
     write_animation(frames, out_path, fps=fps, hold_s=hold_s, fmt=fmt)
     if frames_dir is not None:
         write_pngs(frames, frames_dir)
