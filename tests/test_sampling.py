@@ -17,11 +17,11 @@ from atat_cli.sampling import (
     build_layout,
     generate,
     generative_perplexity,
-    gumbel_noise,
     sample,
     sample_categorical,
     score_generation,
     time_grid,
+    uncertainty,
     unigram_entropy,
 )
 from atat_cli.sampling.quality import Judge
@@ -178,6 +178,23 @@ def test_confidence_order_descends_and_uncertainty_order_ascends(metric):
         assert _reveal_order(out.trajectory) == expected, name
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_position_uncertainty_matches_the_probabilities_definition(monkeypatch, compiled):
+    from atat_cli.sampling import samplers
+
+    logits = (torch.randn(3, 5, 40, generator=gen(1)) * 3).bfloat16()
+    probs = torch.softmax(logits.float(), dim=-1).reshape(15, 40)
+    monkeypatch.setattr(samplers, "COMPILE_MIN_ELEMENTS", 0 if compiled else 2**62)
+    monkeypatch.setattr(samplers, "_compiled_stats", None)
+    for metric in ("entropy", "maxprob", "margin"):
+        unsure, entropy, top = samplers.position_uncertainty(logits, metric)
+        assert unsure.shape == (3, 5)
+        assert torch.allclose(unsure.reshape(15), uncertainty(probs, metric), atol=1e-5)
+        assert torch.allclose(entropy.reshape(15), uncertainty(probs, "entropy"), atol=1e-5)
+        assert torch.allclose(top.reshape(15), probs.max(dim=-1).values, atol=1e-6)
+    assert (samplers._compiled_stats is not None) == compiled
+
+
 def test_importance_order_follows_the_estimator():
     model = FixedModel(torch.zeros(5, V + 1))  # equal uncertainty everywhere
     scores = torch.tensor([[0.2, 0.9, 0.1, 0.5, 0.7]])
@@ -226,14 +243,17 @@ def test_time_grids_run_from_one_to_zero():
     assert time_grid(4, "cosine", "cpu")[1] > time_grid(4, "linear", "cpu")[1]  # few tokens early
 
 
-def test_gumbel_sampling_matches_the_categorical_distribution():
-    probs = torch.tensor([0.5, 0.25, 0.15, 0.07, 0.03])
-    n = 100_000
+def test_categorical_sampling_matches_the_distribution():
+    probs = torch.tensor([0.5, 0.25, 0.15, 0.07, 0.029, 0.001, 0.0])
+    n = 200_000
     draws = sample_categorical(probs.log().expand(n, -1), gen(3))
-    counts = torch.bincount(draws, minlength=5).double()
-    chi2 = float(((counts - n * probs.double()) ** 2 / (n * probs.double())).sum())
-    assert chi2 < 18.47  # chi-square, 4 degrees of freedom, p = 0.001
-    assert gumbel_noise((3,), gen(), "cpu").dtype == torch.float64
+    counts = torch.bincount(draws, minlength=7).double()
+    assert counts[-1] == 0  # probability zero: never drawn
+    expected = n * probs[:-1].double()
+    chi2 = float(((counts[:-1] - expected) ** 2 / expected).sum())
+    assert chi2 < 20.52  # chi-square, 5 degrees of freedom, p = 0.001
+    # leading dimensions are kept, one draw per row
+    assert sample_categorical(torch.zeros(2, 3, 4), gen()).shape == (2, 3)
 
 
 def test_temperature_and_top_p():
