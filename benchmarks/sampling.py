@@ -14,7 +14,10 @@
    NFE (batched calls), wall time, tokens/s, generative perplexity under the AR judge (text
    before the first EOS only), mean unigram entropy of the samples (nats), and the overhead
    ratio wall / (NFE x one forward pass timed right after), ~1 when the sampler itself costs nothing
-   (ancestral can go below 1: with caching a call may cover only the rows that changed).
+   (ancestral can go below 1: with caching a call may cover only the rows that changed), and the
+   sampler's own share measured inside the same run, which a shared CPU's load does not skew:
+   "wall / in-network", the wall time over the time spent inside the networks' forward calls
+   (the DiT, and the importance estimator for the importance rows; forward hooks).
 4. Reference rows: the AR judge sampling its own text (KV cache), and real validation text
    scored by the same judge (what "good" gen. perplexity and entropy look like here).
 
@@ -88,6 +91,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="Trained MDLM/ATAT run to sample from instead of training one.")
     parser.add_argument("--judge", default=None, help="Trained AR run of the same data that scores the samples.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows to this JSON file.")
+    parser.add_argument("--steps", default=None, help="Comma-separated step counts (default 16,32,64,128).")
     parser.add_argument("--only", default=None,
                         help="Comma-separated substrings: run only the sampler rows whose name contains one "
                              "(e.g. 'entropy-bound,threshold'); the reference rows always run.")
@@ -97,6 +101,8 @@ def main() -> None:
     train_steps = args.train_steps or (20 if quick else 80)
     root = args.runs or Path("runs/bench-sampling-quick" if quick else "runs/bench-sampling")
     step_counts = (16, 32) if quick else (16, 32, 64, 128)
+    if args.steps:
+        step_counts = tuple(int(n) for n in args.steps.split(","))
     thresholds = (0.7,) if quick else (0.5, 0.9)
     gammas = (1.0,) if quick else (0.5, 4.0)
 
@@ -111,6 +117,12 @@ def main() -> None:
     t_fwd = forward_seconds(mdlm, samples)
     print(f"one forward pass ({samples} x {seq_len} tokens): {t_fwd * 1000:.1f} ms; threads {torch.get_num_threads()}",
           file=sys.stderr)
+
+    in_network = [0.0]  # seconds inside forward calls of the sampled run's networks
+    for net in {mdlm.model, *([mdlm.importance] if isinstance(mdlm.importance, torch.nn.Module) else [])}:
+        net.register_forward_pre_hook(lambda module, args: in_network.append(time.perf_counter()))
+        net.register_forward_hook(lambda module, args, out: in_network.__setitem__(
+            0, in_network[0] + time.perf_counter() - in_network.pop()))
 
     # Untimed warm-up: the ordered samplers compile their scoring once per process (seconds), a
     # one-time cost that is not the sampler's per-step overhead.
@@ -134,19 +146,23 @@ def main() -> None:
           f"{samples} unconditional samples x {seq_len} tokens, seed 0, device {device}, "
           f"{torch.get_num_threads()} threads, one forward pass {t_fwd * 1000:.0f} ms")
     print(f"load before: {load_before}\n")
-    print("| sampler | steps | NFE | wall s | tokens/s | gen. PPL | judged tokens | entropy (nats) | forward ms | overhead |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+    print("| sampler | steps | NFE | wall s | tokens/s | gen. PPL | judged tokens | entropy (nats) | forward ms | overhead "
+          "| wall / in-network |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
     rows = []
 
     def add(row):
         rows.append(row)
         print(f"| {row['sampler']} | {fmt(row['steps'], '.1f')} | {fmt(row['nfe'], 'd')} | {fmt(row['seconds'], '.1f')} | "
               f"{fmt(row['tokens_per_s'], '.0f')} | {fmt(row['gen_ppl'], '.1f')} | {fmt(row['judge_tokens'], 'd')} | "
-              f"{fmt(row['entropy'], '.2f')} | {fmt(row.get('forward_ms'), '.0f')} | {fmt(row['overhead'], '.2f')} |",
+              f"{fmt(row['entropy'], '.2f')} | {fmt(row.get('forward_ms'), '.0f')} | {fmt(row['overhead'], '.2f')} | "
+              f"{fmt(row.get('in_network'), '.3f')} |",
               flush=True)
 
     for settings in configs:
+        in_network[0] = 0.0
         gen = generate(mdlm, "", settings, num_samples=samples, batch_size=samples, seed=0)
+        network_seconds = in_network[0]
         # The forward pass is timed again right after each configuration: on a shared CPU its cost
         # drifts with the load, and the overhead ratio must compare like with like.
         t_now = forward_seconds(mdlm, samples, repeats=3)
@@ -154,7 +170,8 @@ def main() -> None:
         add({"sampler": settings.describe(), "steps": statistics.mean(s.steps for s in gen.samples),
              "nfe": gen.nfe, "seconds": gen.seconds, "tokens_per_s": gen.tokens_per_second,
              "gen_ppl": q["gen_ppl"], "judge_tokens": q["judge_tokens"], "entropy": q["entropy"],
-             "forward_ms": t_now * 1000, "overhead": gen.seconds / (gen.nfe * t_now)})
+             "forward_ms": t_now * 1000, "overhead": gen.seconds / (gen.nfe * t_now),
+             "in_network": gen.seconds / network_seconds})
 
     gen = generate(ar, "", SamplerSettings(), num_samples=samples, batch_size=samples, seed=0)
     q = score_generation(gen, judge)

@@ -16,8 +16,9 @@ an AR judge of the same data (`--judge`) gives the generative perplexity, with t
 unigram entropy.
 
 The reference is ancestral/256. A configuration matches it when, averaged over seeds, it is no
-worse on every quality column (NLL/word or gen. PPL higher, valid share or entropy lower) by
-more than the spread over seeds (the larger standard deviation of the two). For each rule the
+worse by more than the spread over seeds (the larger standard deviation of the two) on: the
+bigram KL to the source and the valid share (synthetic: the distance to the truth, which
+penalises both errors and low diversity), or gen. PPL and unigram entropy (judged corpora). For each rule the
 table gives the cheapest matching configuration and its NFE per sample as a ratio to the
 reference's own NFE per sample (ancestral caching makes that less than 256 when there are
 fewer tokens than steps), with the ratio's spread over seeds: below 1 means steps saved.
@@ -73,8 +74,12 @@ def quality_of(gen, source, judge) -> dict:
     return {"gen_ppl": q["gen_ppl"], "entropy": q["entropy"]}
 
 
-WORSE_IF_HIGHER = ("nll_per_word", "gen_ppl")
-WORSE_IF_LOWER = ("valid", "word_entropy", "entropy")
+# On the synthetic corpus the truth is known, so a sample is judged by its distance to the source
+# (bigram KL, valid share), not to ancestral/256: that reference's own samples are too diverse
+# (word entropy above the source's) and too unlikely (NLL/word above the entropy rate), and
+# matching them column by column would penalise samplers that are closer to the source.
+WORSE_IF_HIGHER = ("bigram_kl", "gen_ppl")
+WORSE_IF_LOWER = ("valid", "entropy")
 
 
 def run_config(trained, settings, samples, seeds, source, judge, **blocks) -> dict:
@@ -109,6 +114,26 @@ def matches(row: dict, ref: dict) -> bool:
     return True
 
 
+def print_verdicts(results: dict, reference: dict) -> dict:
+    print("\nNFE each rule needs to match ancestral/256 (the cheapest configuration within the seed spread on "
+          f"{', '.join(k for k in WORSE_IF_HIGHER + WORSE_IF_LOWER if reference.get(k) is not None)}):\n")
+    print("| rule | cheapest match | NFE/sample | ratio to ancestral/256 (± over seeds) |")
+    print("| --- | --- | ---: | ---: |")
+    verdicts = {}
+    ref_nfe = [r["nfe_per_sample"] for r in reference["per_seed"]]
+    for rule, rows in results.items():
+        match = next((r for r in rows if matches(r, reference)), None)
+        if match is None:
+            verdicts[rule] = None
+            print(f"| {rule} | none in its grid | – | – |")
+            continue
+        ratios = [m["nfe_per_sample"] / n for m, n in zip(match["per_seed"], ref_nfe)]
+        sd = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
+        verdicts[rule] = {"config": match["config"], "ratio": statistics.mean(ratios), "ratio_sd": sd}
+        print(f"| {rule} | {match['config']} | {match['nfe_per_sample']:.1f} | {statistics.mean(ratios):.2f} ± {sd:.2f} |")
+    return verdicts
+
+
 def fmt(value, spec=".3f", sd=None):
     if value is None:
         return "–"
@@ -127,8 +152,14 @@ def main() -> None:
     parser.add_argument("--gammas", default=None, help="Comma-separated entropy bounds (default 4,1,0.5,0.1,0.01).")
     parser.add_argument("--cache-block", type=int, default=None, help="Also compare the dual cache at this block size.")
     parser.add_argument("--json", type=Path, default=None, help="Also write every row (and its seeds) to this file.")
+    parser.add_argument("--verdicts", type=Path, default=None,
+                        help="Only recompute the cheapest matches from a --json file of an earlier run.")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.verdicts is not None:
+        saved = json.loads(args.verdicts.read_text())
+        print_verdicts(saved["rules"], next(r for r in saved["rules"]["ancestral"] if r["config"] == "ancestral/256"))
+        return
 
     def floats(text, default):
         return default if text is None else tuple(float(v) for v in text.split(","))
@@ -178,23 +209,7 @@ def main() -> None:
                   + " | ".join(fmt(row[c], ".4f" if c != "gen_ppl" else ".1f", row[c + "_sd"]) for c in columns)
                   + f" | {row['seconds']:.1f} |", flush=True)
 
-    print("\nNFE each rule needs to match ancestral/256 (the cheapest configuration within the seed spread on "
-          "every quality column):\n")
-    print("| rule | cheapest match | NFE/sample | ratio to ancestral/256 (± over seeds) |")
-    print("| --- | --- | ---: | ---: |")
-    verdicts = {}
-    ref_nfe = [r["nfe_per_sample"] for r in reference["per_seed"]]
-    for rule, rows in results.items():
-        match = next((r for r in rows if matches(r, reference)), None)
-        if match is None:
-            verdicts[rule] = None
-            print(f"| {rule} | none in its grid | – | – |")
-            continue
-        ratios = [m["nfe_per_sample"] / n for m, n in zip(match["per_seed"], ref_nfe)]
-        sd = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
-        verdicts[rule] = {"config": match["config"], "ratio": statistics.mean(ratios), "ratio_sd": sd}
-        print(f"| {rule} | {match['config']} | {match['nfe_per_sample']:.1f} | {statistics.mean(ratios):.2f} ± {sd:.2f} |")
-
+    verdicts = print_verdicts(results, reference)
     cache_rows = []
     if args.cache_block:
         block = args.cache_block
