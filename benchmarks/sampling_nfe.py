@@ -134,6 +134,10 @@ def print_verdicts(results: dict, reference: dict) -> dict:
     return verdicts
 
 
+def quality_cells(row: dict, columns: list[str]) -> str:
+    return " | ".join(fmt(row[c], ".4f" if c != "gen_ppl" else ".1f", row[c + "_sd"]) for c in columns)
+
+
 def fmt(value, spec=".3f", sd=None):
     if value is None:
         return "–"
@@ -206,8 +210,7 @@ def main() -> None:
             if rule == "ancestral" and settings.steps == 256:
                 reference = row
             print(f"| {rule} | {row['config']} | {fmt(row['nfe_per_sample'], '.1f', row['nfe_per_sample_sd'])} | "
-                  + " | ".join(fmt(row[c], ".4f" if c != "gen_ppl" else ".1f", row[c + "_sd"]) for c in columns)
-                  + f" | {row['seconds']:.1f} |", flush=True)
+                  + quality_cells(row, columns) + f" | {row['seconds']:.1f} |", flush=True)
 
     verdicts = print_verdicts(results, reference)
     cache_rows = []
@@ -224,8 +227,7 @@ def main() -> None:
                 row["cache"] = cache
                 cache_rows.append(row)
                 print(f"| {row['config']} | {cache} | {fmt(row['nfe_per_sample'], '.1f')} | "
-                      + " | ".join(fmt(row[c], ".4f" if c != "gen_ppl" else ".1f", row[c + "_sd"]) for c in columns)
-                      + f" | {row['seconds']:.2f} ± {row['seconds_sd']:.2f} |", flush=True)
+                      + quality_cells(row, columns) + f" | {row['seconds']:.2f} ± {row['seconds_sd']:.2f} |", flush=True)
         for a, b in zip(cache_rows[::2], cache_rows[1::2]):
             print(f"{a['config']}: dual cache speed-up {a['seconds'] / b['seconds']:.2f}x (wall, mean over seeds)")
 

@@ -130,6 +130,7 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
     schedule = build_schedule(cfg.diffusion.schedule, cfg.diffusion.eps) if not is_ar else None
     token_schedule = token_schedule_of(model)  # a per-token schedule: ancestral sampling follows it
     token_exponents = token_schedule.exponents if token_schedule is not None else None
+    cache_layers = cfg.model.n_layers if cache == "dual" else None
     rows, steps, nfes, trajectories, total_nfe = [], [], [], [], 0
     _sync(device)
     start = time.perf_counter()
@@ -144,7 +145,6 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
                     if progress is not None:
                         progress(b0 + B * fraction, num_samples)
 
-                cache_layers = cfg.model.n_layers if cache == "dual" else None
                 out = _generate_blocks(denoiser, x, layout, seq_len, block_size, settings, generator,
                                        importance, schedule, record, block_done, token_exponents, cache_layers)
             rows += out.tokens.tolist()
