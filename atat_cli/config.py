@@ -111,9 +111,11 @@ class CurriculumConfig:
 
 @dataclass
 class TimeConfig:
-    proposal: str = doc("adaptive", "Diffusion-time sampling: uniform (MDLM) or adaptive (pi(t) piecewise constant over `bins`, proportional to the RMS of `signal` seen in each bin).")
+    proposal: str = doc("adaptive", "Diffusion-time sampling: uniform (MDLM), adaptive (pi(t) piecewise constant over `bins`, proportional to the RMS of `signal` seen in each bin) or bell (a fixed bell over u: a normal of mean `center` and standard deviation `width` cut to [0, 1], binned; Hong et al. 2026's bell-shaped time sampling).")
     signal: str = doc("grad", "What the adaptive proposal follows per bin: loss (the RMS per-sequence loss, improved DDPM's choice for L_vlb) or grad (the RMS norm of the loss gradient with respect to the logits, which leaves out the loss no model can remove).")
-    bins: int = doc(20, "Bins of t for the adaptive proposal.")
+    bins: int = doc(20, "Bins of t for the adaptive and bell proposals.")
+    center: float = doc(0.5, "bell: the mode of the proposal over u (t = (1 - eps) u + eps; the masking rate under the linear schedule).")
+    width: float = doc(0.2, "bell: the standard deviation of the normal the proposal is cut from.")
     uniform_mix: float = doc(0.2, "Share of uniform in pi(t); bounds the 1/pi(t) weights by 1/uniform_mix.")
     decay: float = doc(0.98, "EMA decay of each bin's mean squared loss.")
     reweight: bool = doc(True, "Weight each sequence's loss by 1/pi(t): an unbiased estimate of the uniform NELBO. false reweights the NELBO's per-t terms instead (same minimiser, but labelled neither kind).")
@@ -160,8 +162,8 @@ class ATATConfig:
         require(imp.target in IMPORTANCE_TARGETS, f"unknown importance target '{imp.target}'",
                 f"choose one of: {', '.join(IMPORTANCE_TARGETS)}")
         require(imp.input in ("x_t", "x0"), f"unknown importance input '{imp.input}'", "choose x_t or x0")
-        require(tm.proposal in ("uniform", "adaptive"), f"unknown time proposal '{tm.proposal}'",
-                "choose uniform or adaptive")
+        require(tm.proposal in TIME_PROPOSALS, f"unknown time proposal '{tm.proposal}'",
+                f"choose one of: {', '.join(TIME_PROPOSALS)}")
         require(tm.signal in ("loss", "grad"), f"unknown time signal '{tm.signal}'", "choose loss or grad")
         require(sc.kind in TOKEN_SCHEDULES, f"unknown token schedule '{sc.kind}'",
                 f"choose one of: {', '.join(TOKEN_SCHEDULES)}")
@@ -190,6 +192,7 @@ class ATATConfig:
                 "atat.curriculum: transition, sharpness, plateau_patience must be >= 0")
         require(tm.bins >= 1 and 0 < tm.uniform_mix <= 1 and 0 <= tm.decay < 1,
                 "atat.time: bins >= 1, uniform_mix in (0, 1], decay in [0, 1)")
+        require(0 <= tm.center <= 1 and tm.width > 0, "atat.time: center must be in [0, 1] and width > 0")
         require(0 < tk.keep <= 1 and 0 < tk.floor <= 1, "atat.tokens: keep and floor must be in (0, 1]")
         require(sc.max_exponent >= 1 and sc.strength >= 0, "atat.schedule: max_exponent must be >= 1 and strength >= 0")
 
@@ -249,6 +252,7 @@ MASKING_STRATEGIES = ("uniform", "importance", "inverse", "position")
 IMPORTANCE_TARGETS = ("rank", "loss", "masked")
 SCHEDULES = ("loglinear", "cosine")
 TOKEN_SCHEDULES = ("uniform", "frequency")
+TIME_PROPOSALS = ("uniform", "adaptive", "bell")
 # What an ATAT objective is, by ATATConfig.kind(): shown by `atat config show` and `atat eval`.
 OBJECTIVE_KINDS = {
     "unbiased": "an unbiased estimate of the uniform-masking NELBO (the same optimum as MDLM)",

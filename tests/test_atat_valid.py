@@ -35,10 +35,15 @@ def _skewed_proposal(bins=8) -> TimeProposal:
     return proposal
 
 
-def test_time_proposal_weights_integrate_any_function_exactly():
+def _bell_proposal(bins=8) -> TimeProposal:
+    return TimeProposal(TimeConfig(proposal="bell", bins=bins, uniform_mix=0.1, center=0.5, width=0.2))
+
+
+@pytest.mark.parametrize("make", [_skewed_proposal, _bell_proposal], ids=["adaptive", "bell"])
+def test_time_proposal_weights_integrate_any_function_exactly(make):
     # E_pi[f(u) / (K pi(u))] = integral of f over [0, 1): on a fine stratified grid of v it is a
     # Riemann sum, so a smooth f is integrated to ~1e-6.
-    proposal = _skewed_proposal()
+    proposal = make()
     p = proposal.probabilities()
     assert abs(float(p.sum()) - 1) < 1e-12 and float(p.max() / p.min()) > 5  # really non-uniform
     n = 200_000
@@ -47,8 +52,18 @@ def test_time_proposal_weights_integrate_any_function_exactly():
     assert u.min() >= 0 and u.max() < 1 and torch.equal(k, (u * 8).long().clamp(max=7))
     for f, exact in ((lambda x: x, 0.5), (lambda x: torch.exp(-3 * x), (1 - math.exp(-3)) / 3)):
         assert abs(float((f(u.double()) * weight).mean()) - exact) < 1e-4
-    # more samples fall where the loss is larger
-    assert (k == 7).sum() > 3 * (k == 0).sum()
+    assert float(weight.max()) <= 1 / 0.1 + 1e-4  # the uniform share bounds every weight
+    if proposal.learns:  # more samples fall where the loss is larger
+        assert (k == 7).sum() > 3 * (k == 0).sum()
+
+
+def test_bell_proposal_peaks_at_its_center_and_never_learns():
+    proposal = TimeProposal(TimeConfig(proposal="bell", bins=10, uniform_mix=0.1, center=0.3, width=0.1))
+    p = proposal.probabilities()
+    assert int(p.argmax()) in (2, 3) and torch.all(p >= 0.1 / 10 - 1e-12)
+    assert float(p[2:4].sum()) > 0.5  # most of the mass within one width of the center
+    proposal.observe(torch.arange(10), torch.linspace(10, 1, 10))
+    assert torch.equal(proposal.probabilities(), p)
 
 
 def test_time_proposal_learns_from_loss_and_starts_uniform():
@@ -100,7 +115,8 @@ def _loss_samples(objective, model, x0, draws, seed=0):
         return torch.stack([objective.loss(model, x0, g, diagnostics=False)[1]["nelbo"] for _ in range(draws)]).double()
 
 
-@pytest.mark.parametrize("preset,extra", [("atat/time", []), ("atat/time_grad", []), ("atat/tokens", [])])
+@pytest.mark.parametrize("preset,extra", [("atat/time", []), ("atat/time_grad", []), ("atat/time_bell", []),
+                                          ("atat/tokens", [])])
 def test_kind1_estimate_has_mdlm_expectation(preset, extra):
     """Same fixed model and batch: the design's loss estimates and MDLM's have the same mean."""
     torch.manual_seed(0)
@@ -110,7 +126,7 @@ def test_kind1_estimate_has_mdlm_expectation(preset, extra):
         torch.nn.init.normal_(p, std=0.3)
     x0 = torch.randint(0, V, (8, T), generator=torch.Generator().manual_seed(1))
     design = build_objective(cfg, V, 0)
-    if design.time is not None:
+    if design.time is not None and design.time.learns:
         design.time = _skewed_proposal(cfg.atat.time.bins)
         design.time.observe = lambda *a: None  # hold the proposal fixed while sampling
     mdlm = build_objective(load_config("test", "mdlm", overrides=["train.precision=fp32"]), V, 0)
@@ -218,6 +234,8 @@ def test_kinds_are_labelled():
     assert _cfg("atat/frequency").atat.kind() == "own-bound"
     assert _cfg("atat/seed").atat.kind() == "neither"
     assert _cfg("atat/time_unweighted").atat.kind() == "neither"
+    assert _cfg("atat/time_bell").atat.kind() == "unbiased"
+    assert _cfg("atat/time_bell_unweighted").atat.kind() == "neither"
     default = load_config("test", "atat").atat
     assert default.kind() == "unbiased" and default.time.proposal == "adaptive" and default.time.signal == "grad"
     with pytest.raises(AtatError, match="strength"):

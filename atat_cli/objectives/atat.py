@@ -1,9 +1,9 @@
 """Valid ATAT: adaptive time, adaptive tokens and per-token schedules that keep a bound.
 
 Per step, for clean x0 (B, T):
-  1. times t from the adaptive proposal pi(t), each sequence weighted by 1/pi(t)
-     (`atat.time`, atat/time_proposal.py; it follows the RMS loss or the RMS logit-gradient norm
-     per time bin), or MDLM's antithetic uniform times;
+  1. times t from a proposal pi(t), each sequence weighted by 1/pi(t) (`atat.time`,
+     atat/time_proposal.py: adaptive, following the RMS loss or the RMS logit-gradient norm per
+     time bin, or a fixed bell), or MDLM's antithetic uniform times;
   2. masking at the base rate r(t), or per token at r(t)^{w_x} (`atat.schedule`,
      diffusion/token_schedule.py);
   3. the estimator scores x_t (never x0) and, with `atat.tokens.keep` < 1, a subset of the masked
@@ -35,7 +35,7 @@ class ATATObjective(DiffusionObjective):
     def __init__(self, cfg, mask_id: int):
         super().__init__(cfg.diffusion, mask_id)
         self.atat = cfg.atat
-        self.time = TimeProposal(cfg.atat.time) if cfg.atat.time.proposal == "adaptive" else None
+        self.time = TimeProposal(cfg.atat.time) if cfg.atat.time.proposal != "uniform" else None
 
     def state_dict(self) -> dict:
         return {"time": self.time.state_dict() if self.time else None}
@@ -85,7 +85,7 @@ class ATATObjective(DiffusionObjective):
         if q is not None:
             terms = torch.where(scored, terms / q, terms)
         nelbo = terms.mean()  # the unweighted-in-t estimate: what the proposal learns from
-        if self.time is not None:
+        if self.time is not None and self.time.learns:
             self.time.observe(bins, self.proposal_signal(logits, x0, scored, t, q, terms))
         loss = nelbo if time_weight is None else (terms * time_weight[:, None]).mean()
         metrics = {"nelbo": loss.detach(), "mask_rate": masked.float().mean()}  # the estimate, 1/pi weights in
