@@ -81,6 +81,32 @@ def test_time_proposal_learns_from_loss_and_starts_uniform():
     assert torch.equal(restored.probabilities(), p)
 
 
+def _observe_on_rank(rank, world, init_file, out_dir):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    proposal = TimeProposal(TimeConfig(bins=4))
+    for step in range(MIN_SEEN_STEPS):  # rank 0 sees a large loss in bin 3, rank 1 in bin 0
+        loss = torch.tensor([1.0, 1.0, 1.0, 4.0]) if rank == 0 else torch.tensor([3.0, 1.0, 1.0, 1.0])
+        proposal.observe(torch.arange(4), loss + step)
+    torch.save(proposal.state_dict(), f"{out_dir}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+MIN_SEEN_STEPS = 10
+
+
+def test_time_proposal_is_one_proposal_across_ranks(tmp_path):
+    """Under DDP every rank folds in every rank's draws: the ranks keep identical proposals, the
+    one a single process would learn from both batches."""
+    torch.multiprocessing.spawn(_observe_on_rank, args=(2, tmp_path / "init", tmp_path), nprocs=2)
+    states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert states[0] == states[1]
+    single = TimeProposal(TimeConfig(bins=4))
+    for step in range(MIN_SEEN_STEPS):
+        single.observe(torch.arange(4).repeat(2), torch.tensor([1.0, 1.0, 1.0, 4.0, 3.0, 1.0, 1.0, 1.0]) + step)
+    assert torch.allclose(torch.tensor(states[0]["mean_sq"], dtype=torch.float64), single.mean_sq)
+    assert states[0]["seen"] == [2.0 * MIN_SEEN_STEPS] * 4
+
+
 def test_grad_signal_is_the_norm_of_each_sequences_logit_gradient():
     from atat_cli.objectives.base import masked_terms
 

@@ -61,9 +61,14 @@ class TimeProposal:
     def observe(self, k: torch.Tensor, loss: torch.Tensor) -> None:
         """Fold in the per-sequence losses (n,) drawn in bins k (n,), before any 1/pi weighting
         (the adaptive proposal only)."""
-        k = k.cpu()
-        sums = torch.zeros(self.bins, dtype=torch.float64).index_add_(0, k, loss.detach().double().cpu() ** 2)
-        counts = torch.bincount(k, minlength=self.bins).double()
+        sq = loss.detach().double() ** 2
+        both = torch.zeros(2, self.bins, dtype=torch.float64, device=sq.device)
+        both[0].index_add_(0, k, sq)
+        both[1].index_add_(0, k, torch.ones_like(sq))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every rank folds in every rank's draws, so all ranks sample from one proposal
+            torch.distributed.all_reduce(both)
+        sums, counts = both.cpu()
         hit = counts > 0
         batch = sums[hit] / counts[hit]
         old = self.mean_sq[hit]
