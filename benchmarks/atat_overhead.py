@@ -34,7 +34,7 @@ from atat_cli.runs import evaluate_run
 from atat_cli.training import Trainer
 
 VARIANTS = {"MDLM": ("mdlm", None), "time_grad": ("atat", "atat/time_grad"), "time": ("atat", "atat/time"),
-            "tokens": ("atat", "atat/tokens"),
+            "time_bell": ("atat", "atat/time_bell"), "tokens": ("atat", "atat/tokens"),
             "frequency": ("atat", "atat/frequency"), "seed": ("atat", "atat/seed")}
 
 
