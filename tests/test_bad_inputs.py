@@ -2,15 +2,18 @@
 no traceback, and nothing already written is touched.
 
 One row per case: (command, expected exit code, a fragment of the `Error:` line). The rows point at
-what the module fixture prepares once: `{mdlm}` and `{ar}` (trained runs of --size test), `{tmp}`
-(a folder of broken files: an empty text, a non-UTF-8 text, a corrupt checkpoint, a folder without
-checkpoints, YAML with a syntax error or an unknown key, ...). Rows that Click itself rejects (a
+what the module fixture prepares once: `{mdlm}` and `{ar}` (trained runs of --size test),
+`{exported}` (the MDLM run exported), `{tmp}` (a folder of broken files: an empty text, a non-UTF-8
+text, a corrupt checkpoint, a folder without checkpoints, damaged exports, YAML with a syntax error
+or an unknown key, ...). Rows that Click itself rejects (a
 missing argument, a non-integer) print a usage box instead and are checked separately.
 """
 
 import hashlib
+import json
 import os
 import shlex
+import shutil
 
 import pytest
 
@@ -21,11 +24,14 @@ from conftest import FAST, write_corpus
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """Isolated data and runs folders, the 'tinytext' corpus, an MDLM and an AR run, broken files."""
+    """Isolated data and runs folders, the 'tinytext' corpus, an MDLM and an AR run, the MDLM run
+    exported, broken files."""
     import torch
+    from safetensors.torch import load_file, save_file
 
     from atat_cli.config import CONFIG_DIR, load_config
     from atat_cli.data import ensure_prepared
+    from atat_cli.runs import export_run
     from atat_cli.training import Trainer
 
     root = tmp_path_factory.mktemp("bad_inputs")
@@ -88,9 +94,31 @@ def home(tmp_path_factory):
         (corrupt_data / "meta.json").write_text("{not json")
         (root / "data" / "badmeta").mkdir()
         (root / "data" / "badmeta" / "meta.json").write_text("{}")
+        exported = root / "exported"
+        export_run(runs["mdlm"], exported)
+
+        def damaged(name, file=None, text=None):  # a copy of the export, with `file` replaced by `text`
+            folder = tmp / name
+            shutil.copytree(exported, folder)
+            if file is not None:
+                (folder / file).write_text(text)
+            return folder
+
+        weights = exported / "model.safetensors"
+        damaged("exp_trunc").joinpath("model.safetensors").write_bytes(weights.read_bytes()[:200])
+        fewer = load_file(weights)
+        fewer.pop(sorted(fewer)[0])
+        save_file(fewer, damaged("exp_mismatch") / "model.safetensors")
+        (damaged("exp_noweights") / "model.safetensors").unlink()
+        config = json.loads((exported / "config.json").read_text())
+        damaged("exp_badjson", "config.json", "{not json")
+        damaged("exp_hf", "config.json", json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+        damaged("exp_future", "config.json", json.dumps({**config, "atat_format": 99}))
+        damaged("exp_badfield", "config.json", json.dumps({**config, "atat_step": "four"}))
+        damaged("exp_badtok", "tokenizer/atat_tokenizer.json", '{"kind": "bytes", "name": "other"}')
         secret_rel = os.path.relpath(tmp / "secret.yaml", CONFIG_DIR).removesuffix(".yaml")  # ../../.../secret
-        yield {"tmp": str(tmp), "mdlm": str(runs["mdlm"]), "ar": str(runs["ar"]), "secret_rel": secret_rel,
-               "root": root}
+        yield {"tmp": str(tmp), "mdlm": str(runs["mdlm"]), "ar": str(runs["ar"]), "exported": str(exported),
+               "secret_rel": secret_rel, "root": root}
 
 
 def _snapshot(root):
@@ -187,6 +215,15 @@ CASES = [
     ("eval {tmp}/emptyboth.pt", 1, "does not match the model its config describes"),
     ("eval {tmp}/badcfg.pt", 1, "has an incompatible config: unknown config key 'model.bogus'"),
     ("eval {tmp}/nockpt", 1, "holds no checkpoint"),
+    ("eval {tmp}/exp_trunc", 1, "corrupt or unreadable {tmp}/exp_trunc/model.safetensors"),
+    ("eval {tmp}/exp_trunc/model.safetensors", 1, "corrupt or unreadable {tmp}/exp_trunc/model.safetensors"),
+    ("eval {tmp}/exp_mismatch", 1, "exp_mismatch/model.safetensors does not match the model {tmp}/exp_mismatch/config.json describes"),
+    ("eval {tmp}/exp_noweights", 1, "is not a complete atat export: model.safetensors is missing"),
+    ("eval {tmp}/exp_badjson", 1, "corrupt {tmp}/exp_badjson/config.json (JSONDecodeError"),
+    ("eval {tmp}/exp_hf", 1, "exp_hf/config.json is not the config of an atat export"),
+    ("eval {tmp}/exp_future", 1, "exp_future/config.json has atat_format 99"),
+    ("eval {tmp}/exp_badfield", 1, "corrupt {tmp}/exp_badfield/config.json"),
+    ("eval {tmp}/exp_badtok", 1, "tokenizer files in {tmp}/exp_badtok/tokenizer are not the ones config.json records"),
     ("eval {mdlm} --split train", 1, "unknown split 'train'"),
     ("eval {mdlm} --split bogus", 1, "unknown split 'bogus'"),
     ("eval {mdlm} --mc 0", 1, "--mc and --batch-size must be at least 1"),
@@ -235,6 +272,9 @@ CASES = [
     (S + " --judge {tmp}/corrupt", 1, "corrupt or unreadable checkpoint"),
     ("sample {tmp}/missing", 1, "no such run folder or checkpoint"),
     ("sample {tmp}/corrupt", 1, "corrupt or unreadable checkpoint"),
+    ("sample {tmp}/exp_trunc", 1, "corrupt or unreadable {tmp}/exp_trunc/model.safetensors"),
+    ("sample {tmp}/exp_mismatch", 1, "does not match the model"),
+    (S + " --judge {tmp}/exp_badjson", 1, "corrupt {tmp}/exp_badjson/config.json"),
     # ablate: grids, variants, budgets; --sampling on a run
     (A + " --grid bogus", 1, "unknown grid 'bogus'"),
     (A + " --grid {tmp}/broken.yaml", 1, "cannot parse grid file"),
@@ -287,6 +327,7 @@ CASES = [
     ("gif {mdlm} --out {tmp}/adir.gif", 1, "is a folder"),
     ("gif {mdlm} --out {tmp}/nodir/g.gif", 1, "nodir does not exist"),
     ("gif {tmp}/missing --out {tmp}/g.gif", 1, "no such run folder or checkpoint"),
+    ("gif {tmp}/exp_badtok --out {tmp}/g.gif", 1, "are not the ones config.json records"),
     # heatmap: what to draw, from which run, where to
     ("heatmap {mdlm}", 1, "choose what to draw"),
     ("heatmap {mdlm} --text x --training", 1, "choose what to draw"),
@@ -296,12 +337,25 @@ CASES = [
     ("heatmap {tmp}/corrupt --text hello --out {tmp}/h.png", 1, "corrupt or unreadable checkpoint"),
     ("heatmap {tmp}/missing --training --out {tmp}/h.png", 1, "no such run folder or checkpoint"),
     ("heatmap {tmp}/missing --text hello --out {tmp}/h.png", 1, "no such run folder or checkpoint"),
+    ("heatmap {tmp}/exp_hf --text hello --out {tmp}/h.png", 1, "is not the config of an atat export"),
     ("heatmap {tmp}/nockpt --training --out {tmp}/h.png", 1, "no metrics log at"),
     ("heatmap {tmp}/emptymetrics --training --out {tmp}/h.png", 1, "metrics.jsonl is empty"),
     ("heatmap {tmp}/latinmetrics --training --out {tmp}/h.png", 1, "metrics.jsonl is not UTF-8 text"),
     ("heatmap {tmp}/badmetrics --training --out {tmp}/h.png", 1, "metrics.jsonl:1 is not a JSON record"),
     ("heatmap {mdlm} --training --out {tmp}/nodir/h.png", 1, "nodir does not exist"),
     ("heatmap {mdlm} --training --out {tmp}/adir.png", 1, "is a folder"),
+    # export: what to export, where to
+    ("export {tmp}/missing {tmp}/exp-out", 1, "no such run folder or checkpoint"),
+    ("export {tmp}/nockpt {tmp}/exp-out", 1, "holds no checkpoint"),
+    ("export {tmp}/corrupt {tmp}/exp-out", 1, "corrupt or unreadable checkpoint"),
+    ("export {tmp}/exp_trunc {tmp}/exp-out", 1, "corrupt or unreadable {tmp}/exp_trunc/model.safetensors"),
+    ("export {exported} {tmp}/exp-out --no-ema", 1, "holds only the EMA weights"),
+    ("export {mdlm} {tmp}/afile", 1, "{tmp}/afile is a file"),
+    ("export {mdlm} {tmp}/foreign", 1, "{tmp}/foreign is not empty"),
+    ("export {mdlm} {tmp}/foreign --force", 1, "is not empty and is not an atat export"),
+    ("export {mdlm} {mdlm}", 1, "is not empty"),
+    ("export {mdlm} {exported}", 1, "already holds an export"),
+    ("export {mdlm} {tmp}/afile/sub", 1, "cannot write {tmp}/afile/sub"),
     # data: names, files, tokenizers
     ("data fetch nosuchcorpus", 1, "unknown corpus 'nosuchcorpus'"),
     ("data fetch {tmp}/missing.txt --name m", 1, "file not found"),
@@ -353,6 +407,7 @@ USAGE_CASES = [
     "sample {mdlm} --steps 1.5",
     "train --bogus-flag",
     "gif {mdlm} --fps fast",
+    "export {mdlm}",
     "nosuchcommand",
 ]
 
@@ -383,7 +438,7 @@ def test_bad_input_is_one_clear_error(home, capsys, row, code, fragment):
     assert len(errors) == 1, err
     if row.startswith(("data fetch", "ablate --sampling")):  # refused before any work is logged
         assert err.startswith("Error:"), err
-    assert fragment in errors[0], err
+    assert fragment.format(**home) in errors[0], err
     assert not errors[0].startswith(("Error: ValueError", "Error: TypeError", "Error: KeyError",
                                      "Error: UnicodeDecodeError", "Error: RuntimeError")), err
     assert result == code, err
@@ -406,7 +461,7 @@ def test_every_command_group_has_rows():
             group = _row(case).split()[0]
             groups[group] = groups.get(group, 0) + 1
     assert sum(groups.values()) >= 60
-    assert set(groups) == {"train", "eval", "sample", "ablate", "gif", "heatmap", "data", "config"}
+    assert set(groups) == {"train", "eval", "sample", "ablate", "gif", "heatmap", "export", "data", "config"}
     assert min(groups.values()) >= 5, groups
 
 

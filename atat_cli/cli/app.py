@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from atat_cli.cli import ablate, config_cmd, data, evaluate, gif, heatmap, sample, train
+from atat_cli.cli import ablate, config_cmd, data, evaluate, export, gif, heatmap, sample, train
 
 # (group, name, function). group None is a top-level command. `--help` is built from this table
 # alone (a test checks it), so a command that is not here does not exist.
@@ -22,6 +22,7 @@ COMMANDS = [
     (None, "ablate", ablate.ablate),
     (None, "gif", gif.gif),
     (None, "heatmap", heatmap.heatmap),
+    (None, "export", export.export),
     ("data", "fetch", data.fetch),
     ("data", "list", data.list_corpora),
     ("data", "info", data.info),

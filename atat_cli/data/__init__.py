@@ -13,12 +13,12 @@ splits), tokenizer.py (the tokenizers), tokenize.py (documents -> token files), 
 
 from .loader import BatchLoader
 from .prepare import ensure_prepared, require_known_corpus
-from .prepared import PreparedData, open_prepared, prepared_corpora
+from .prepared import PreparedData, open_prepared, prepared_corpora, tokenizer_fingerprint
 from .registry import CORPORA, CorpusSpec, get_corpus
 from .synthetic import MarkovSource
 from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = [
     "CORPORA", "CorpusSpec", "get_corpus", "Tokenizer", "load_tokenizer", "ensure_prepared", "require_known_corpus",
-    "PreparedData", "BatchLoader", "open_prepared", "prepared_corpora", "MarkovSource",
+    "PreparedData", "BatchLoader", "open_prepared", "prepared_corpora", "MarkovSource", "tokenizer_fingerprint",
 ]

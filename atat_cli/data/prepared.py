@@ -74,13 +74,7 @@ class PreparedData:
 
     @functools.cached_property
     def tokenizer_fingerprint(self) -> str:
-        """sha256 of the saved tokenizer's files: two byte-level BPEs of the same size trained on
-        different text have the same meta.json entry but different fingerprints."""
-        digest = hashlib.sha256()
-        for file in sorted((self.path / "tokenizer").rglob("*")):
-            if file.is_file():
-                digest.update(file.relative_to(self.path).as_posix().encode() + b"\0" + file.read_bytes())
-        return digest.hexdigest()
+        return tokenizer_fingerprint(self.path)
 
     def _split_meta(self, split: str) -> dict:
         if split not in self.meta["splits"]:
@@ -125,6 +119,18 @@ class PreparedData:
         """UTF-8 bytes of text per stored token (EOS included): turns nats/token into bits/byte."""
         meta = self._split_meta(split)
         return meta["utf8_bytes"] / max(meta["tokens"], 1)
+
+
+def tokenizer_fingerprint(folder) -> str:
+    """sha256 of the tokenizer saved in `folder`/tokenizer/ (a prepared corpus, or an exported
+    model): two byte-level BPEs of the same size trained on different text have the same
+    meta.json entry but different fingerprints."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for file in sorted((folder / "tokenizer").rglob("*")):
+        if file.is_file():
+            digest.update(file.relative_to(folder).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
 
 
 def redo_command(name: str) -> str:

@@ -1,8 +1,9 @@
 """Run folders, the unit users pass around: which checkpoint a RUN argument means, and where a
 new training writes.
 
-RUN may be a run folder (best.pt, else the newest step-*.pt), a checkpoint file, or omitted
-(the newest run under runs/). Every command that takes RUN goes through here.
+RUN may be a run folder (best.pt, else the newest step-*.pt), a checkpoint file, an exported
+folder (`atat export`: its model.safetensors), or omitted (the newest run under runs/). Every
+command that takes RUN goes through here.
 """
 
 from __future__ import annotations
@@ -11,18 +12,25 @@ from pathlib import Path
 
 from atat_cli.errors import AtatError
 from atat_cli.paths import runs_root
+from atat_cli.runs.hf_folder import WEIGHTS_FILE, looks_exported
 from atat_cli.training.checkpoint import latest_checkpoint
 
 
 def _run_checkpoint(run_dir: Path) -> Path | None:
     best = run_dir / "best.pt"
-    return best if best.is_file() else latest_checkpoint(run_dir)
+    if best.is_file():
+        return best
+    latest = latest_checkpoint(run_dir)
+    if latest is None and looks_exported(run_dir):  # loading it says what an incomplete one lacks
+        return run_dir / WEIGHTS_FILE
+    return latest
 
 
 def resolve_checkpoint(run: str | Path | None) -> Path:
     if run is None:
         root = runs_root()
-        candidates = [(p.stat().st_mtime, p) for d in root.glob("*") if d.is_dir() and (p := _run_checkpoint(d))]
+        candidates = [(p.stat().st_mtime, p) for d in root.glob("*")
+                      if d.is_dir() and (p := _run_checkpoint(d)) and p.is_file()]
         if not candidates:
             raise AtatError(f"no trained run found under {root}/", "train one first: atat train --size tiny")
         return max(candidates)[1]

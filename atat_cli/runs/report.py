@@ -23,9 +23,9 @@ def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc:
     trained = load_run(run, device)
     cfg, corpus = trained.cfg, trained.data
     if data is not None and data != corpus.name:
-        corpus = ensure_prepared(data, tokenizer=trained.data.meta["tokenizer"]["name"], progress=progress)
+        name = trained.data.tokenizer_name
+        corpus = ensure_prepared(data, tokenizer=name, progress=progress)
         if corpus.tokenizer_fingerprint != trained.data.tokenizer_fingerprint:
-            name = trained.data.meta["tokenizer"]["name"]
             hint = (f"re-prepare it: atat data fetch {data} --tokenizer {name} --force" if name != "bpe" else
                     "a BPE trained on one corpus encodes another differently; compare runs across corpora "
                     "with --tokenizer bytes or a hub tokenizer")
