@@ -107,6 +107,18 @@ def test_layout_is_stable_and_wraps_at_token_boundaries():
     assert layout.cells[2][0].text == ","
 
 
+def test_frames_draw_tokens_of_any_bytes():
+    # a byte-level model samples control characters and separators (U+001C, U+0085...) that the
+    # font's text layout refuses to draw: they become U+FFFD, the newline still breaks the row
+    pieces = ["a\x1cb", "\x85", "\x00\x1e", "c\nd", "\u2028"]
+    layout = G.TokenLayout.build(pieces, [True] * len(pieces), cols=16)
+    texts = [c.text for cells in layout.cells for c in cells]
+    assert texts[:3] == ["a\ufffdb", "\ufffd", "\ufffd\ufffd"] and layout.rows == 2
+    frame = G.FrameRenderer(layout).render(np.arange(5), np.zeros(5, bool), np.ones(5, bool),
+                                           np.full(5, 0.5), "step 1", 1.0)
+    assert frame.ndim == 3
+
+
 def test_gif_command_end_to_end(atat_home, capsys):
     import imageio.v3 as iio
 

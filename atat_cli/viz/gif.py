@@ -61,6 +61,13 @@ class Cell:
         return max(1, len(self.text))
 
 
+def _visible(piece: str) -> str:
+    """A token's text with every non-printable character but the newline (control characters,
+    separators such as U+001C or U+0085, which the font's text layout refuses to draw) shown as
+    U+FFFD: a byte-level model can sample any of them."""
+    return "".join(c if c.isprintable() or c == "\n" else "\ufffd" for c in piece)
+
+
 @dataclass
 class TokenLayout:
     """Where each token of the row sits on the character grid (a token may wrap into pieces)."""
@@ -77,7 +84,7 @@ class TokenLayout:
         cells: list[list[Cell]] = []
         row, col = 0, 0
         for piece in pieces:
-            piece = piece.replace("\t", "    ").replace("\r", "")
+            piece = _visible(piece.replace("\t", "    ").replace("\r", ""))
             token_cells = []
             segments = piece.split("\n")
             for k, segment in enumerate(segments):
