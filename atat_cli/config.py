@@ -29,14 +29,18 @@ def doc(default, help: str):
 
 @dataclass
 class ModelConfig:
-    n_layers: int = doc(8, "Transformer blocks.")
+    backbone: str = doc("dit", "Denoiser of mdlm and atat: dit (transformer, bidirectional attention) or dimamba (bidirectional Mamba blocks, same adaLN and MLP); ar keeps its transformer.")
+    n_layers: int = doc(8, "Transformer (or DiMamba) blocks.")
     d_model: int = doc(256, "Hidden width.")
-    n_heads: int = doc(4, "Attention heads (d_model must divide evenly).")
+    n_heads: int = doc(4, "Attention heads (d_model must divide evenly; unused by dimamba).")
     mlp_ratio: float = doc(4.0, "MLP hidden width as a multiple of d_model.")
     cond_dim: int = doc(128, "Width of the diffusion-time embedding that drives adaLN.")
     seq_len: int = doc(256, "Context length in tokens (training block length).")
     dropout: float = doc(0.0, "Dropout rate in attention output and MLP.")
     attention: str = doc("auto", "Attention kernel: auto (flash-attn if installed, else SDPA), sdpa, flash.")
+    d_state: int = doc(16, "dimamba: SSM state size N per channel (the scan is done with mamba-ssm's CUDA kernel if installed, else in PyTorch).")
+    d_conv: int = doc(4, "dimamba: width of the depthwise causal convolution before each scan.")
+    expand: int = doc(1, "dimamba: mixer width as a multiple of d_model; 1 keeps a block's parameters near the DiT's (Mamba without an MLP uses 2).")
 
 
 @dataclass
@@ -223,6 +227,13 @@ class RunConfig:
         require(m.mlp_ratio > 0, f"model.mlp_ratio must be > 0 (got {m.mlp_ratio})")
         require(m.attention in ("auto", "sdpa", "flash"), f"unknown attention '{m.attention}'",
                 "choose auto, sdpa or flash")
+        require(m.backbone in BACKBONES, f"unknown model.backbone '{m.backbone}'",
+                f"choose one of: {', '.join(BACKBONES)}")
+        require(m.backbone == "dit" or self.method != "ar",
+                f"model.backbone={m.backbone} is a diffusion denoiser; the AR baseline keeps its causal transformer",
+                "use --method mdlm or atat with it, or model.backbone=dit for ar")
+        require(m.d_state >= 1 and m.d_conv >= 1 and m.expand >= 1,
+                "model.d_state, model.d_conv and model.expand must be at least 1")
         require(0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)")
         require(self.diffusion.schedule in SCHEDULES, f"unknown schedule '{self.diffusion.schedule}'",
                 f"choose one of: {', '.join(SCHEDULES)}")
@@ -248,6 +259,7 @@ class RunConfig:
 
 
 METHODS = ("mdlm", "atat", "ar")
+BACKBONES = ("dit", "dimamba")
 MASKING_STRATEGIES = ("uniform", "importance", "inverse", "position")
 IMPORTANCE_TARGETS = ("rank", "loss", "masked")
 SCHEDULES = ("loglinear", "cosine")

@@ -1,6 +1,7 @@
 """Training throughput of the DiT (MDLM) and the AR baseline, next to this machine's matmul peak.
 
     python benchmarks/train_throughput.py [--size tiny] [--steps N] [--warmup N] [--json out.json]
+                                          [--backbones dit,dimamba]
 
 One run measures, side by side:
 
@@ -8,7 +9,8 @@ One run measures, side by side:
    bf16, best of a few repeats before and again after the training rows, with
    torch.get_num_threads() threads.
 2. Training tokens/s for {DiT (mdlm), AR (ar)} x {fp32, bf16 autocast, bf16 autocast +
-   torch.compile}. A timed step is `Trainer.train_step()` itself (atat_cli/training/trainer.py):
+   torch.compile}; with `--backbones dit,dimamba` the mdlm rows are repeated with
+   model.backbone=dimamba (DiMamba rows, and a DiMamba / DiT step-time ratio). A timed step is `Trainer.train_step()` itself (atat_cli/training/trainer.py):
    zero_grad, the next batch of the corpus (default pydocs, its 8192-token BPE), objective.loss
    forward under autocast, backward, clip_grad_norm_, the finite-norm check, AdamW step,
    LR-scheduler step, EMA update. As in the trainer, only the model is wrapped in
@@ -30,6 +32,9 @@ One run measures, side by side:
    positions the head runs at: 1 for AR; for the DiT, which computes logits at masked positions
    only, the expected masking rate E_t[1 - alpha(t)] of its schedule ((1 - eps) / 2 ~ 0.5 under the
    default log-linear one; counting the head at every position would flatter its MFU).
+   DiMamba has no attention term; its selective scans count 3 * 9 * d_inner * d_state per token,
+   layer and direction (Mamba's 9 FLOPs per channel and state for the forward scan, times 3 for
+   forward + backward): the model's FLOPs, not the more the PyTorch prefix scan spends.
    MFU = FLOPs/token * tokens/s / peak, where peak is the measured bf16 matmul GFLOP/s for the
    bf16 rows and the fp32 one for the fp32 rows.
 4. Ratios from the same run: bf16/fp32 speed-up, compile speed-up (bf16 + compile vs bf16),
@@ -61,7 +66,8 @@ from atat_cli.training import Trainer
 
 MODES = ("fp32", "bf16", "bf16+compile")
 METHODS = ("mdlm", "ar")
-MODEL_NAME = {"mdlm": "DiT", "ar": "AR"}
+BACKBONES = ("dit", "dimamba")  # of the mdlm rows; AR has its own transformer
+MODEL_NAME = {("mdlm", "dit"): "DiT", ("mdlm", "dimamba"): "DiMamba", ("ar", "dit"): "AR"}
 # Reference point quoted in the issue: plain PyTorch transformer, 8 x 256, seq 256, batch 16, vocab 8192.
 REFERENCE_TOKENS_PER_S = {"fp32": 1400, "bf16": 3200, "bf16+compile": 5400}
 
@@ -117,29 +123,36 @@ def flops_per_token(model, cfg) -> dict:
             per_sequence += p.numel()
     head_params = sum(p.numel() for p in head.parameters())
     body = count_parameters(model, non_embedding=True) - head_params - per_sequence
-    attention = 12 * m.n_layers * m.d_model * m.seq_len
+    # The mixing that no weight counts: attention's QK^T and AV, or DiMamba's two selective scans.
+    if diffusion and m.backbone == "dimamba":
+        mixing, scan = 0, 3 * 9 * m.n_layers * 2 * m.expand * m.d_model * m.d_state
+    else:
+        mixing, scan = 12 * m.n_layers * m.d_model * m.seq_len, 0
     head_flops = 6 * m.d_model * v_out * head_fraction
     return {"params_total": count_parameters(model), "params_body": body, "params_per_sequence": per_sequence,
             "params_head": head_params, "v_out": v_out, "head_fraction": head_fraction,
-            "flops_body": 6 * body, "flops_attention": attention, "flops_head": head_flops,
-            "flops_per_token": 6 * body + attention + head_flops}
+            "flops_body": 6 * body, "flops_attention": mixing, "flops_scan": scan, "flops_head": head_flops,
+            "flops_per_token": 6 * body + mixing + scan + head_flops}
 
 
 # --- one training configuration -------------------------------------------------------------
 
 
 class Setup:
-    """A Trainer for one (method, mode): every timed step is `Trainer.train_step()` itself."""
+    """A Trainer for one (method, backbone, mode): every timed step is `Trainer.train_step()` itself."""
 
-    def __init__(self, size: str, method: str, mode: str, data: str, batch: int | None, seed: int):
+    def __init__(self, size: str, method: str, mode: str, data: str, batch: int | None, seed: int,
+                 backbone: str = "dit"):
         overrides = ["train.max_steps=1000000", f"data.name={data}", f"train.seed={seed}",
                      f"train.precision={'fp32' if mode == 'fp32' else 'bf16'}",
-                     f"train.compile={'true' if mode == 'bf16+compile' else 'false'}"]
+                     f"train.compile={'true' if mode == 'bf16+compile' else 'false'}",
+                     f"model.backbone={backbone}"]
         if batch:
             overrides.append(f"train.batch_size={batch}")
         self.cfg = cfg = load_config(size, method, overrides=overrides)
-        self.method, self.mode = method, mode
-        self.name = f"{MODEL_NAME[method]} {mode}"
+        self.method, self.mode, self.backbone = method, mode, backbone
+        self.model_name = MODEL_NAME[method, backbone]
+        self.name = f"{self.model_name} {mode}"
         self.trainer = Trainer(cfg, progress=False, log=lambda *a, **k: None)
         self.model = self.trainer.model
         self.vocab = self.trainer.data.vocab_size
@@ -219,6 +232,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps per configuration (compilation included)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds the timed steps are split into")
     p.add_argument("--methods", default=",".join(METHODS), help="comma list of: mdlm, ar")
+    p.add_argument("--backbones", default="dit",
+                   help="comma list of the mdlm rows' model.backbone: dit, dimamba (e.g. dit,dimamba for both)")
     p.add_argument("--modes", default=",".join(MODES), help="comma list of: fp32, bf16, bf16+compile")
     p.add_argument("--matmul-n", type=int, default=2048, help="side of the square matmul for the peak")
     p.add_argument("--seed", type=int, default=0)
@@ -227,9 +242,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     modes = [m for m in args.modes.split(",") if m]
+    backbones = [b for b in args.backbones.split(",") if b]
     for m in methods:
         if m not in METHODS:
             p.error(f"unknown method {m}")
+    for b in backbones:
+        if b not in BACKBONES:
+            p.error(f"unknown backbone {b}")
     for m in modes:
         if m not in MODES:
             p.error(f"unknown mode {m}")
@@ -248,9 +267,11 @@ def main(argv=None) -> int:
 
     # 2. set-ups and warm-up (compilation happens here, untimed)
     setups: list[Setup] = []
-    for method in methods:
+    configurations = [(method, backbone) for method in methods
+                      for backbone in (backbones if method != "ar" else ["dit"])]
+    for method, backbone in configurations:
         for mode in modes:
-            s = Setup(args.size, method, mode, args.data, args.batch_size, args.seed)
+            s = Setup(args.size, method, mode, args.data, args.batch_size, args.seed, backbone)
             t0 = time.perf_counter()
             s.run(max(args.warmup, 1), record=False)
             s.warmup_seconds = time.perf_counter() - t0
@@ -283,7 +304,7 @@ def main(argv=None) -> int:
     results = []
     for s in setups:
         fl = flops_per_token(s.model, s.cfg)
-        row = {"model": MODEL_NAME[s.method], "method": s.method, "mode": s.mode, "size": s.cfg.size,
+        row = {"model": s.model_name, "method": s.method, "backbone": s.backbone, "mode": s.mode, "size": s.cfg.size,
                "batch_size": s.cfg.train.batch_size, "seq_len": s.cfg.model.seq_len, "vocab": s.vocab, "data": args.data,
                "tokens_per_step": s.tokens_per_step, "warmup_seconds": round(s.warmup_seconds, 2),
                "steps": len(s.times), "error": s.error, **fl}
@@ -301,13 +322,12 @@ def main(argv=None) -> int:
                         "cpu_share": sum(s.cpu_times) / sum(s.times) / info["threads"]})
         results.append(row)
 
-    def get(method, mode):
-        return next((r for r in results if r["method"] == method and r["mode"] == mode and "tokens_per_s" in r), None)
+    def get(name, mode):
+        return next((r for r in results if r["model"] == name and r["mode"] == mode and "tokens_per_s" in r), None)
 
     ratios = {}
-    for method in methods:
-        base, bf, comp = get(method, "fp32"), get(method, "bf16"), get(method, "bf16+compile")
-        name = MODEL_NAME[method]
+    for name in (MODEL_NAME[c] for c in configurations):
+        base, bf, comp = get(name, "fp32"), get(name, "bf16"), get(name, "bf16+compile")
         if base and bf:
             ratios[f"{name} bf16 / fp32 speed-up"] = bf["tokens_per_s"] / base["tokens_per_s"]
         if bf and comp:
@@ -315,9 +335,11 @@ def main(argv=None) -> int:
         if base and comp:
             ratios[f"{name} bf16+compile / fp32 speed-up"] = comp["tokens_per_s"] / base["tokens_per_s"]
     for mode in modes:
-        dit, ar = get("mdlm", mode), get("ar", mode)
+        dit, ar, dimamba = get("DiT", mode), get("AR", mode), get("DiMamba", mode)
         if dit and ar:
             ratios[f"DiT / AR step time, {mode}"] = dit["median_step_s"] / ar["median_step_s"]
+        if dimamba and dit:
+            ratios[f"DiMamba / DiT step time, {mode}"] = dimamba["median_step_s"] / dit["median_step_s"]
 
     # Markdown
     out = []
@@ -362,7 +384,7 @@ def main(argv=None) -> int:
             log(f"\n{s.name} failed:\n{getattr(s, 'error_trace', s.error)}")
 
     if args.profile:
-        prof_setup = next((s for s in setups if s.method == "mdlm" and s.mode == "bf16" and not s.error), None)
+        prof_setup = next((s for s in setups if s.model_name == "DiT" and s.mode == "bf16" and not s.error), None)
         if prof_setup is None:
             prof_setup = Setup(args.size, "mdlm", "bf16", args.data, args.batch_size, args.seed)
             prof_setup.run(2, record=False)

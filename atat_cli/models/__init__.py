@@ -1,22 +1,28 @@
-"""Networks: the DiT denoiser, the AR baseline, ATAT's importance estimator, and shared blocks."""
+"""Networks: the denoisers (the DiT, or DiMamba with model.backbone=dimamba), the AR baseline, ATAT's
+importance estimator, and shared blocks."""
 
 from atat_cli.diffusion import TokenSchedule, frequency_exponents
 from atat_cli.models.ar import ARModel
+from atat_cli.models.dimamba import DiMamba
 from atat_cli.models.dit import DiT
 from atat_cli.models.importance_estimator import ATATModel, ImportanceEstimator
 
+# The diffusion denoisers by model.backbone (config.BACKBONES lists the same names).
+DENOISERS = {"dit": DiT, "dimamba": DiMamba}
+
 
 def build_model(cfg, vocab_size: int, token_counts=None):
-    """The network a RunConfig asks for: AR for 'ar'; the DiT for 'mdlm', and for 'atat' the DiT
-    bundled with what ATAT switches on (built after the DiT, so the DiT's initialisation is the
-    same as MDLM's for the same seed): the importance estimator, and a per-token schedule whose
-    exponents come from `token_counts` (the training split's counts per id; a run being loaded
-    passes None and gets them from its checkpoint)."""
+    """The network a RunConfig asks for: AR for 'ar'; for 'mdlm' the denoiser model.backbone names
+    (the DiT, or DiMamba), and for 'atat' that denoiser bundled with what ATAT switches on (built
+    after the denoiser, so its initialisation is the same as MDLM's for the same seed): the
+    importance estimator, and a per-token schedule whose exponents come from `token_counts` (the
+    training split's counts per id; a run being loaded passes None and gets them from its
+    checkpoint)."""
     if cfg.method == "ar":
         return ARModel(cfg.model, vocab_size)
-    dit = DiT(cfg.model, vocab_size)
+    denoiser = DENOISERS[cfg.model.backbone](cfg.model, vocab_size)
     if cfg.method != "atat" or not (cfg.atat.importance.enabled or cfg.atat.schedule.kind != "uniform"):
-        return dit
+        return denoiser
     estimator = token_schedule = None
     if cfg.atat.importance.enabled:
         estimator = ImportanceEstimator(cfg.atat.importance, vocab_size, cfg.model.seq_len,
@@ -25,7 +31,7 @@ def build_model(cfg, vocab_size: int, token_counts=None):
         s = cfg.atat.schedule
         exponents = None if token_counts is None else frequency_exponents(token_counts, s.strength, s.max_exponent)
         token_schedule = TokenSchedule(vocab_size, exponents)
-    return ATATModel(dit, estimator, token_schedule)
+    return ATATModel(denoiser, estimator, token_schedule)
 
 
 def importance_estimator_of(model):
@@ -43,5 +49,5 @@ def count_parameters(model, non_embedding: bool = False) -> int:
     return sum(p.numel() for name, p in params if not (non_embedding and name.startswith("embed")))
 
 
-__all__ = ["ARModel", "ATATModel", "DiT", "ImportanceEstimator", "build_model", "count_parameters",
+__all__ = ["ARModel", "ATATModel", "DENOISERS", "DiMamba", "DiT", "ImportanceEstimator", "build_model", "count_parameters",
            "importance_estimator_of", "token_schedule_of"]

@@ -295,7 +295,8 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             sinks = MetricSinks(self.run_dir, cfg.train, cfg.to_dict(), start_step=self.step)
             self.log(f"Run folder: {self.run_dir}")
-            self.log(f"Model: {cfg.method} {cfg.size}, {count_parameters(self.model) / 1e6:.2f}M parameters; "
+            backbone = "" if cfg.method == "ar" else f" ({cfg.model.backbone})"
+            self.log(f"Model: {cfg.method}{backbone} {cfg.size}, {count_parameters(self.model) / 1e6:.2f}M parameters; "
                      f"data: {self.data.name} ({len(self.train_blocks)} train blocks of {cfg.model.seq_len}); "
                      f"device: {self.device}, precision: {self.precision}")
             if cfg.method == "atat":
