@@ -133,7 +133,7 @@ class TokensConfig:
 
 @dataclass
 class ScheduleConfig:
-    kind: str = doc("uniform", "Per-token masking schedule: uniform (every token at the rate r(t), MDLM) or frequency (token id v masked with probability r(t)^w_v, w_v from training-split frequencies; trained and reported with the NELBO of its own forward process).")
+    kind: str = doc("uniform", "Per-token masking schedule: uniform (every token at the rate r(t), MDLM), frequency (token id v masked with probability r(t)^w_v, w_v from training-split frequencies) or learned (GenMD4: w_v >= 1 learned, starting at ~1, through the bound and a leave-one-out score-function term, each step masking the batch's first half twice); both trained and reported with the NELBO of their own forward process.")
     strength: float = doc(0.5, "frequency: w_v = (f_v / typical f)^strength clipped to [1, max_exponent]: tokens more frequent than typical stay clean longer, the rest keep the base rate.")
     max_exponent: float = doc(4.0, "Largest exponent w_v.")
 
@@ -255,6 +255,9 @@ class RunConfig:
         require(o.weight_decay >= 0 and o.grad_clip >= 0, "optim.weight_decay and optim.grad_clip must be >= 0")
         if self.method == "atat":
             self.atat.validate()
+            require(self.atat.schedule.kind != "learned" or t.batch_size % 2 == 0,
+                    f"atat.schedule.kind=learned masks each sequence of half the batch twice: train.batch_size "
+                    f"must be even (got {t.batch_size})", f"use --set train.batch_size={t.batch_size + 1}")
         return self
 
 
@@ -263,7 +266,7 @@ BACKBONES = ("dit", "dimamba")
 MASKING_STRATEGIES = ("uniform", "importance", "inverse", "position")
 IMPORTANCE_TARGETS = ("rank", "loss", "masked")
 SCHEDULES = ("loglinear", "cosine")
-TOKEN_SCHEDULES = ("uniform", "frequency")
+TOKEN_SCHEDULES = ("uniform", "frequency", "learned")
 TIME_PROPOSALS = ("uniform", "adaptive", "bell")
 # What an ATAT objective is, by ATATConfig.kind(): shown by `atat config show` and `atat eval`.
 OBJECTIVE_KINDS = {

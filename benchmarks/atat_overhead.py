@@ -35,7 +35,8 @@ from atat_cli.training import Trainer
 
 VARIANTS = {"MDLM": ("mdlm", None), "time_grad": ("atat", "atat/time_grad"), "time": ("atat", "atat/time"),
             "time_bell": ("atat", "atat/time_bell"), "tokens": ("atat", "atat/tokens"),
-            "frequency": ("atat", "atat/frequency"), "seed": ("atat", "atat/seed")}
+            "frequency": ("atat", "atat/frequency"), "learned": ("atat", "atat/learned"),
+            "seed": ("atat", "atat/seed")}
 
 
 def step_times(size: str, rounds: int, precision: str, data: str) -> dict:

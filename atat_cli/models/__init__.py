@@ -31,6 +31,8 @@ def build_model(cfg, vocab_size: int, token_counts=None):
         s = cfg.atat.schedule
         exponents = None if token_counts is None else frequency_exponents(token_counts, s.strength, s.max_exponent)
         token_schedule = TokenSchedule(vocab_size, exponents)
+    elif cfg.atat.schedule.kind == "learned":
+        token_schedule = TokenSchedule(vocab_size, learned=True)
     return ATATModel(denoiser, estimator, token_schedule)
 
 

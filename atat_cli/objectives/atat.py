@@ -5,7 +5,9 @@ Per step, for clean x0 (B, T):
      atat/time_proposal.py: adaptive, following the RMS loss or the RMS logit-gradient norm per
      time bin, or a fixed bell), or MDLM's antithetic uniform times;
   2. masking at the base rate r(t), or per token at r(t)^{w_x} (`atat.schedule`,
-     diffusion/token_schedule.py);
+     diffusion/token_schedule.py: exponents from corpus frequencies, or learned as in GenMD4, for
+     which the batch's first half is masked twice at the same times and the leave-one-out
+     score-function term trains w: same compute per step, half the distinct sequences);
   3. the estimator scores x_t (never x0) and, with `atat.tokens.keep` < 1, a subset of the masked
      positions is sampled in proportion to its predicted loss and reweighted by 1/q
      (atat/token_subset.py): the head and the cross-entropy run on those rows only;
@@ -26,7 +28,7 @@ import torch
 
 from atat_cli.atat.time_proposal import TimeProposal
 from atat_cli.atat.token_subset import sample_kept
-from atat_cli.diffusion import mask_tokens, sample_times, time_of
+from atat_cli.diffusion import mask_tokens, paired_loss, sample_times, time_of
 from atat_cli.models import importance_estimator_of, token_schedule_of
 from atat_cli.objectives.base import DiffusionObjective, band_metrics, estimator_loss, masked_terms, unwrap
 
@@ -69,11 +71,16 @@ class ATATObjective(DiffusionObjective):
 
     def loss(self, model, x0, generator, diagnostics=True):
         cfg = self.atat
-        B, T = x0.shape
-        t, time_weight, bins = self.sample_times(B, generator, x0.device)
-        rate = self.schedule.mask_rate(t)
         inner = unwrap(model)
         estimator, token_schedule = importance_estimator_of(inner), token_schedule_of(inner)
+        paired = token_schedule is not None and token_schedule.learned
+        if paired:  # rows i and n + i: one sequence at one time, masked twice
+            x0 = x0[: x0.shape[0] // 2].repeat(2, 1)
+        B, T = x0.shape
+        t, time_weight, bins = self.sample_times(B // 2 if paired else B, generator, x0.device)
+        if paired:
+            t, time_weight, bins = (None if v is None else v.repeat(2) for v in (t, time_weight, bins))
+        rate = self.schedule.mask_rate(t)
         mask_prob = rate[:, None] if token_schedule is None else token_schedule.mask_prob(rate, x0)
         x_t, masked = mask_tokens(x0, mask_prob, self.mask_id, generator)
         s = estimator(x_t, rate) if estimator is not None else None
@@ -89,6 +96,11 @@ class ATATObjective(DiffusionObjective):
             self.time.observe(bins, self.proposal_signal(logits, x0, scored, t, q, terms))
         loss = nelbo if time_weight is None else (terms * time_weight[:, None]).mean()
         metrics = {"nelbo": loss.detach(), "mask_rate": masked.float().mean()}  # the estimate, 1/pi weights in
+        if paired:  # same value; the gradient gains the masking's score-function term for w
+            per_sequence = terms.mean(dim=1) * (1.0 if time_weight is None else time_weight)
+            loss = paired_loss(per_sequence, token_schedule.log_mask_prob(rate, x0, masked))
+            w = token_schedule.exponents.detach()
+            metrics.update(exponent_mean=w.mean(), exponent_max=w.max())
         if q is not None:
             metrics["kept_fraction"] = scored.sum() / masked.sum().clamp(min=1)
         if time_weight is not None:
