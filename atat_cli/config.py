@@ -41,6 +41,8 @@ class ModelConfig:
     d_state: int = doc(16, "dimamba: SSM state size N per channel (the scan is done with mamba-ssm's CUDA kernel if installed, else in PyTorch).")
     d_conv: int = doc(4, "dimamba: width of the depthwise causal convolution before each scan.")
     expand: int = doc(1, "dimamba: mixer width as a multiple of d_model; 1 keeps a block's parameters near the DiT's (Mamba without an MLP uses 2).")
+    time_input: str = doc("rate", "dit: what the time embedding is fed: rate (1000 x the masking rate 1 - alpha(t), atat's own), sigma (MDLM's total noise -log(1 - rate), unscaled, the rate capped at 0.999) or none (zero: MDLM's time_conditioning=false, the noise level is ignored). Set by `atat import mdlm`.")
+    norm_weight: bool = doc(False, "dit: a learnable per-channel weight, no bias, on the adaLN-modulated LayerNorms (MDLM's own LayerNorm); false: none, adaLN's scale alone. Set by `atat import mdlm`.")
 
 
 @dataclass
@@ -232,6 +234,11 @@ class RunConfig:
         require(m.backbone == "dit" or self.method != "ar",
                 f"model.backbone={m.backbone} is a diffusion denoiser; the AR baseline keeps its causal transformer",
                 "use --method mdlm or atat with it, or model.backbone=dit for ar")
+        require(m.time_input in TIME_INPUTS, f"unknown model.time_input '{m.time_input}'",
+                f"choose one of: {', '.join(TIME_INPUTS)}")
+        require((m.time_input == "rate" and not m.norm_weight) or (m.backbone == "dit" and self.method != "ar"),
+                "model.time_input and model.norm_weight are switches of the DiT denoiser (for imported MDLM models)",
+                "keep model.time_input=rate and model.norm_weight=false with model.backbone=dimamba or --method ar")
         require(m.d_state >= 1 and m.d_conv >= 1 and m.expand >= 1,
                 "model.d_state, model.d_conv and model.expand must be at least 1")
         require(0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)")
@@ -263,6 +270,7 @@ class RunConfig:
 
 METHODS = ("mdlm", "atat", "ar")
 BACKBONES = ("dit", "dimamba")
+TIME_INPUTS = ("rate", "sigma", "none")  # what the DiT's time embedding embeds (models/layers.py, TimeEmbedding)
 MASKING_STRATEGIES = ("uniform", "importance", "inverse", "position")
 IMPORTANCE_TARGETS = ("rank", "loss", "masked")
 SCHEDULES = ("loglinear", "cosine")

@@ -95,7 +95,7 @@ def test_config_commands(tmp_path, capsys):
     code, out, _ = run(capsys, "config", "list")
     assert code == 0 and "sizes/tiny" in out
     code, out, _ = run(capsys, "config", "show", "small")
-    assert "n_layers: 12" in out and "# Transformer blocks." in out
+    assert "n_layers: 12" in out and "# Transformer (or DiMamba) blocks." in out
     dest = tmp_path / "my.yaml"
     assert run(capsys, "config", "copy", "tiny", str(dest))[0] == 0
     assert "n_layers: 8" in dest.read_text()

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from atat_cli.cli import ablate, config_cmd, data, evaluate, export, gif, heatmap, sample, train
+from atat_cli.cli import ablate, config_cmd, data, evaluate, export, gif, heatmap, import_cmd, sample, train
 
 # (group, name, function). group None is a top-level command. `--help` is built from this table
 # alone (a test checks it), so a command that is not here does not exist.
@@ -23,6 +23,7 @@ COMMANDS = [
     (None, "gif", gif.gif),
     (None, "heatmap", heatmap.heatmap),
     (None, "export", export.export),
+    ("import", "mdlm", import_cmd.mdlm),
     ("data", "fetch", data.fetch),
     ("data", "list", data.list_corpora),
     ("data", "info", data.info),
@@ -34,6 +35,7 @@ COMMANDS = [
 GROUP_HELP = {
     "data": "Prepare corpora: tokenize to memory-mapped blocks (offline default: pydocs).",
     "config": "List, print and copy the shipped configuration presets.",
+    "import": "Import models trained elsewhere (MDLM's released DiT) as folders every RUN argument takes.",
 }
 
 

@@ -5,6 +5,9 @@ Input: token ids x_t (B, T) where masked positions hold `mask_id`, and the noise
 logits (B, T, vocab_size + 1) over the real vocabulary plus the mask id; the SUBS
 parameterisation (diffusion/subs.py) decides what to do with them. Training and evaluation ask
 for the masked positions only (`at=masked`), which skips the head everywhere else.
+
+model.time_input and model.norm_weight (off by default) let it hold MDLM's released weights
+exactly; runs/import_mdlm.py maps them and lists the differences.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ class DiT(nn.Module):
         self.vocab_size = vocab_size
         self.mask_id = vocab_size
         self.embed = nn.Embedding(vocab_size + 1, cfg.d_model)
-        self.time = TimeEmbedding(cfg.cond_dim)
+        self.time = TimeEmbedding(cfg.cond_dim, input=cfg.time_input)
         self.rotary = Rotary(cfg.d_model // cfg.n_heads, cfg.seq_len)
         self.blocks = nn.ModuleList(
             Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout, causal=False,
-                  cond_dim=cfg.cond_dim, kernel=cfg.attention)
+                  cond_dim=cfg.cond_dim, kernel=cfg.attention, norm_weight=cfg.norm_weight)
             for _ in range(cfg.n_layers)
         )
-        self.final = FinalLayer(cfg.d_model, vocab_size + 1, cfg.cond_dim)
+        self.final = FinalLayer(cfg.d_model, vocab_size + 1, cfg.cond_dim, norm_weight=cfg.norm_weight)
 
     def forward(self, x_t: torch.Tensor, noise_level: torch.Tensor, at: torch.Tensor | None = None,
                 kv_caches: list[dict] | None = None, start: int | None = None) -> torch.Tensor:

@@ -3,6 +3,11 @@
 A block is pre-norm attention + MLP. With a conditioning vector (the diffusion time) the norms
 are modulated by adaLN (shift, scale, gate), as in DiT/MDLM; without one they are plain
 LayerNorms, which is the AR baseline. Rotary position embeddings on queries and keys.
+
+Two switches exist for models imported from MDLM (runs/import_mdlm.py), off by default:
+`norm_weight` gives the adaLN-modulated norms a learnable weight without a bias (MDLM's own
+LayerNorm), and TimeEmbedding's `input` says what it embeds (MDLM's total noise sigma, or
+nothing when MDLM was trained without time conditioning).
 """
 
 from __future__ import annotations
@@ -102,15 +107,25 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return torch.addcmul(shift, x, 1 + scale)
 
 
+def _norm(d_model: int, conditioned: bool, weight: bool) -> nn.LayerNorm:
+    """A plain LayerNorm without adaLN (weight and bias); under adaLN none, or with `weight` a
+    weight alone (MDLM's LayerNorm: F.layer_norm, then times the weight)."""
+    if not conditioned:
+        return nn.LayerNorm(d_model)
+    return nn.LayerNorm(d_model, elementwise_affine=weight, bias=False)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block; adaLN-modulated when cond_dim is given (DiT), plain otherwise (AR)."""
 
-    def __init__(self, d_model, n_heads, mlp_ratio, dropout, causal, cond_dim=None, kernel="auto"):
+    def __init__(self, d_model, n_heads, mlp_ratio, dropout, causal, cond_dim=None, kernel="auto",
+                 norm_weight=False):
         super().__init__()
         conditioned = cond_dim is not None
-        # Under adaLN the affine part comes from the time embedding, so the norms carry none.
-        self.norm1 = nn.LayerNorm(d_model, elementwise_affine=not conditioned)
-        self.norm2 = nn.LayerNorm(d_model, elementwise_affine=not conditioned)
+        # Under adaLN the affine part comes from the time embedding, so the norms carry none
+        # (norm_weight: a weight and no bias, as MDLM's LayerNorm; only with adaLN).
+        self.norm1 = _norm(d_model, conditioned, norm_weight)
+        self.norm2 = _norm(d_model, conditioned, norm_weight)
         self.attn = Attention(d_model, n_heads, dropout, causal, kernel)
         self.mlp = MLP(d_model, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)
@@ -132,10 +147,10 @@ class Block(nn.Module):
 class FinalLayer(nn.Module):
     """Norm + zero-initialised projection to logits (so training starts from uniform predictions)."""
 
-    def __init__(self, d_model: int, out_dim: int, cond_dim: int | None = None):
+    def __init__(self, d_model: int, out_dim: int, cond_dim: int | None = None, norm_weight: bool = False):
         super().__init__()
         conditioned = cond_dim is not None
-        self.norm = nn.LayerNorm(d_model, elementwise_affine=not conditioned)
+        self.norm = _norm(d_model, conditioned, norm_weight)
         self.linear = nn.Linear(d_model, out_dim)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
@@ -163,17 +178,34 @@ class FinalLayer(nn.Module):
         return F.linear(h, weight, bias)
 
 
-class TimeEmbedding(nn.Module):
-    """Sinusoidal features of a noise level in [0, 1] followed by an MLP (DiT's timestep embedder)."""
+# What TimeEmbedding embeds, given the noise level r = 1 - alpha(t) (config.TIME_INPUTS):
+#   rate   1000 r: atat's own (the scale lets the frequencies resolve small differences in r)
+#   sigma  MDLM's total noise sigma = -log alpha = -log(1 - r), unscaled; r is capped at
+#          1 - SIGMA_RATE_CAP, the rate of MDLM's largest sigma (-log 1e-3 = 6.91 at t = 1 with
+#          its eps 1e-3), since a sampler may pass r = 1 (every position masked)
+#   none   0 whatever r is: MDLM trained with time_conditioning=false, which zeroes sigma
+SIGMA_RATE_CAP = 1e-3
 
-    def __init__(self, cond_dim: int, n_freq: int = 256, max_period: float = 10000.0):
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal features of the noise level followed by an MLP (DiT's timestep embedder):
+    cos of the n_freq / 2 frequencies max_period^(-i / half), then sin, as GLIDE/DiT/MDLM."""
+
+    def __init__(self, cond_dim: int, n_freq: int = 256, max_period: float = 10000.0, input: str = "rate"):
         super().__init__()
         half = n_freq // 2
         freqs = torch.exp(-math.log(max_period) * torch.arange(half).float() / half)
         self.register_buffer("freqs", freqs, persistent=False)
         self.mlp = nn.Sequential(nn.Linear(n_freq, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+        self.input = input
 
     def forward(self, level: torch.Tensor) -> torch.Tensor:
-        # Scale [0, 1] to [0, 1000] so the frequencies resolve small differences in noise level.
-        args = 1000.0 * level.float()[:, None] * self.freqs[None]
+        level = level.float()  # (B,)
+        if self.input == "sigma":
+            value = -torch.log1p(-level.clamp(max=1.0 - SIGMA_RATE_CAP))
+        elif self.input == "none":
+            value = torch.zeros_like(level)
+        else:
+            value = 1000.0 * level
+        args = value[:, None] * self.freqs[None]  # (B, n_freq / 2)
         return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))

@@ -29,7 +29,9 @@ class RunSource:
 
     path: Path  # the checkpoint, or an export's model.safetensors
     config: dict  # RunConfig.to_dict()
-    data: dict  # the corpus: name, path, vocab_size, eos_id, tokenizer_fingerprint (older checkpoints: fewer)
+    # the corpus: name, path, vocab_size, eos_id, tokenizer_fingerprint (older checkpoints: fewer); an
+    # imported model (runs/import_mdlm.py) has none of its own and says imported_from
+    data: dict
     weights: dict[str, torch.Tensor]  # the model's state dict
     step: int
     averaged: bool  # whether `weights` are the EMA ones
@@ -116,6 +118,10 @@ class RunCorpus:
             data_path = data_root() / info["name"]
         if (data_path / "meta.json").is_file():
             data = PreparedData(data_path)
+        elif info.get("imported_from") and self.export is not None:  # atat import: trained elsewhere
+            raise AtatError(f"{origin} was imported from {info['imported_from']}, so it has no corpus of its own",
+                            f"prepare one with its tokenizer and pass it: atat data fetch wikitext103 --tokenizer "
+                            f"{self.export / TOKENIZER_DIR}, then atat eval {self.export} --data wikitext103")
         elif info["name"] not in CORPORA:
             raise AtatError(f"corpus '{info['name']}', which {origin} was trained on, is not prepared here "
                             f"(nothing at {data_path}), and it was made from local files",
