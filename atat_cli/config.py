@@ -57,6 +57,8 @@ class DiffusionConfig:
     schedule: str = doc("loglinear", "Noise schedule: loglinear (MDLM default) or cosine.")
     eps: float = doc(1e-3, "Smallest time / largest unmasked fraction: t = (1 - eps) u + eps.")
     antithetic: bool = doc(True, "Stratified (low-discrepancy) time sampling across the batch.")
+    parameterization: str = doc("subs", "How the denoiser's output defines the reverse process and its bound (--method mdlm; atat needs subs): subs (MDLM: x0 over the vocabulary without the mask, unmasked tokens carried over, continuous time), d3pm (Austin et al.'s absorbing D3PM: x0 over vocabulary and mask, discrete time with diffusion.steps steps) or sedd (Lou et al.'s score entropy: the output is a log score ratio, continuous time).")
+    steps: int = doc(0, "d3pm: the number T of discrete time steps (MDLM compares T = 1000); 0 = continuous time, what subs and sedd use.")
 
 
 @dataclass
@@ -245,6 +247,20 @@ class RunConfig:
         require(self.diffusion.schedule in SCHEDULES, f"unknown schedule '{self.diffusion.schedule}'",
                 f"choose one of: {', '.join(SCHEDULES)}")
         require(0.0 < self.diffusion.eps < 0.5, "diffusion.eps must be in (0, 0.5)")
+        d = self.diffusion
+        require(d.parameterization in PARAMETERIZATIONS, f"unknown diffusion.parameterization '{d.parameterization}'",
+                f"choose one of: {', '.join(PARAMETERIZATIONS)}")
+        require(d.parameterization != "d3pm" or d.steps >= 1,
+                f"diffusion.parameterization=d3pm is discrete time: diffusion.steps must be at least 1 (got {d.steps})",
+                "e.g. --set diffusion.steps=1000 (MDLM's T)")
+        require(d.parameterization == "d3pm" or d.steps == 0,
+                f"diffusion.steps={d.steps} sets D3PM's number of time steps; {d.parameterization} is continuous time",
+                "use diffusion.steps=0, or diffusion.parameterization=d3pm")
+        require(d.parameterization == "subs" or self.method == "mdlm",
+                f"diffusion.parameterization={d.parameterization} is for --method mdlm; "
+                + ("the AR baseline has no diffusion" if self.method == "ar" else
+                   "ATAT's designs (their bounds, schedules and estimator) build on SUBS"),
+                "use --method mdlm, or diffusion.parameterization=subs")
         require(t.max_steps >= 1, f"max_steps must be at least 1 (got {t.max_steps})", "pass --max-steps N with N >= 1")
         require(t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and train.grad_accum must be at least 1")
         require(t.precision in ("auto", "bf16", "fp32"), f"unknown precision '{t.precision}'",
@@ -274,6 +290,7 @@ TIME_INPUTS = ("rate", "sigma", "none")  # what the DiT's time embedding embeds 
 MASKING_STRATEGIES = ("uniform", "importance", "inverse", "position")
 IMPORTANCE_TARGETS = ("rank", "loss", "masked")
 SCHEDULES = ("loglinear", "cosine")
+PARAMETERIZATIONS = ("subs", "d3pm", "sedd")  # diffusion.parameterization: diffusion/subs.py, d3pm.py, sedd.py
 TOKEN_SCHEDULES = ("uniform", "frequency", "learned")
 TIME_PROPOSALS = ("uniform", "adaptive", "bell")
 # What an ATAT objective is, by ATATConfig.kind(): shown by `atat config show` and `atat eval`.

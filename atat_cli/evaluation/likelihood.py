@@ -5,6 +5,11 @@ Diffusion models (MDLM and every ATAT variant) are always scored with the true N
 the NLL and comparable between runs. A model with a per-token schedule is also scored with the
 NELBO of its own forward process (`own_*`): another upper bound on the same NLL. Each block gets K time samples, stratified over [eps, 1]
 (antithetic), from a generator with a fixed seed. AR models report their exact NLL.
+
+A run with another parameterisation of the reverse process (`diffusion.parameterization`) is
+scored with the bound of its own reverse process, under the same uniform masking: D3PM's
+discrete-time NELBO with its T steps (the K samples stratified over the steps 1..T), SEDD's
+score-entropy bound (DWDSE). All are in nats per token, upper bounds on the same NLL.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import math
 import numpy as np
 import torch
 
-from atat_cli.diffusion import build_schedule, time_of
+from atat_cli.diffusion import build_schedule, discrete_times, time_of
 from atat_cli.evaluation.importance import spearman
 from atat_cli.models import importance_estimator_of, token_schedule_of
 from atat_cli.objectives.base import BANDS, ar_token_nll, band_rows, nelbo_terms
+from atat_cli.objectives.parameterisation import d3pm_terms, sedd_terms
 
 
 @torch.no_grad()
@@ -40,6 +46,7 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
     estimator = importance_estimator_of(model) if method != "ar" else None
     token_schedule = token_schedule_of(model) if method != "ar" else None
     predicted, measured = [], []
+    parameterization = diffusion_cfg.parameterization if method != "ar" else None
     for start in range(0, len(blocks), batch_size):
         x0 = torch.from_numpy(np.asarray(blocks[start : start + batch_size], dtype=np.int64)).to(device)
         if method == "ar":
@@ -51,15 +58,23 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
             own_nats = torch.zeros_like(block_nats)
             u = torch.rand(x0.shape[0], mc, generator=generator, device=device)
             for k in range(mc):  # K stratified time samples per block, one stratum each
-                t = time_of((k + u[:, k]) / mc, diffusion_cfg.eps)
+                v = (k + u[:, k]) / mc
+                t = time_of(v, diffusion_cfg.eps)
                 with autocast():
-                    out = nelbo_terms(model, x0, t, schedule, mask_id, generator)
+                    if parameterization == "d3pm":
+                        t, s = discrete_times(v, diffusion_cfg.steps)
+                        out = d3pm_terms(model, x0, t, s, diffusion_cfg.steps, schedule, mask_id, generator)
+                    elif parameterization == "sedd":
+                        out = sedd_terms(model, x0, t, schedule, mask_id, generator)
+                    else:
+                        out = nelbo_terms(model, x0, t, schedule, mask_id, generator)
                 block_nats += out.terms.sum(dim=1).double() / mc
                 if token_schedule is not None:
                     with autocast():
                         own = nelbo_terms(model, x0, t, schedule, mask_id, generator, token_schedule=token_schedule)
                     own_nats += own.terms.sum(dim=1).double() / mc
-                hit = out.logits.argmax(dim=-1) == x0[out.masked]  # (N,) at the masked positions
+                # (N,) at the masked positions, over the vocabulary (D3PM's rows also hold the mask's logit)
+                hit = out.logits[:, :mask_id].argmax(dim=-1) == x0[out.masked]
                 sequence = out.masked.nonzero(as_tuple=True)[0]  # (N,) the sequence of each
                 rate = schedule.mask_rate(t)
                 if estimator is not None:
@@ -82,6 +97,8 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
     if token_schedule is not None:
         result["own_per_block_nats"] = torch.cat(own_per_block).numpy()
     if method != "ar":
+        result["parameterization"] = parameterization
+        result["diffusion_steps"] = diffusion_cfg.steps if parameterization == "d3pm" else None
         result["mask_accuracy"] = {b: (correct[b] / counted[b] if counted[b] else None) for b in BANDS}
         result["mask_tokens"] = counted
     if predicted:
@@ -98,7 +115,7 @@ def summarize(raw: dict, bytes_per_token: float) -> dict:
     out |= {"tokens": tokens, "bytes": int(round(n_bytes))}
     if "own_per_block_nats" in raw:  # the per-token schedule's own bound, beside the uniform one
         out |= {f"own_{k}": v for k, v in _per_token(raw["own_per_block_nats"], tokens, n_bytes).items()}
-    for key in ("mask_accuracy", "importance_spearman"):
+    for key in ("parameterization", "diffusion_steps", "mask_accuracy", "importance_spearman"):
         if key in raw:
             out[key] = raw[key]
     return out

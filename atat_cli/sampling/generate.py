@@ -26,7 +26,13 @@ from atat_cli.models import token_schedule_of
 from atat_cli.models.dit import DiT
 from atat_cli.sampling.block_cache import CACHES, DualCacheDenoiser
 from atat_cli.sampling.prompts import Layout, build_layout
-from atat_cli.sampling.samplers import SamplerSettings, StepRecord, sample, sample_autoregressive
+from atat_cli.sampling.samplers import (
+    SamplerSettings,
+    StepRecord,
+    check_parameterization,
+    sample,
+    sample_autoregressive,
+)
 
 
 @dataclass
@@ -103,6 +109,9 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
     if settings.sampler == "importance" and trained.importance is None:
         raise AtatError("run has no importance estimator; train with --method atat",
                         "or choose --sampler uncertainty / confidence")
+    parameterization = cfg.diffusion.parameterization
+    if not is_ar:
+        check_parameterization(parameterization, settings)
     if cache not in CACHES:
         raise AtatError(f"unknown cache '{cache}'", f"choose one of: {', '.join(CACHES)}")
     if cache != "none" and is_ar:
@@ -146,7 +155,8 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
                         progress(b0 + B * fraction, num_samples)
 
                 out = _generate_blocks(denoiser, x, layout, seq_len, block_size, settings, generator,
-                                       importance, schedule, record, block_done, token_exponents, cache_layers)
+                                       importance, schedule, record, block_done, token_exponents, cache_layers,
+                                       parameterization)
             rows += out.tokens.tolist()
             steps += out.row_steps.tolist()
             nfes += out.row_nfe.tolist()
@@ -173,9 +183,11 @@ def preview(trained, length: int = 64, seed: int = 0) -> str:
 
 
 def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings, generator, importance, schedule,
-                     record, block_done=lambda fraction: None, token_exponents=None, cache_layers=None):
+                     record, block_done=lambda fraction: None, token_exponents=None, cache_layers=None,
+                     parameterization="subs"):
     """Fill the layout left to right in blocks, each sampled inside a window of one context; with
-    `cache_layers` (the DiT's depth) each block decodes through a fresh dual cache."""
+    `cache_layers` (the DiT's depth) each block decodes through a fresh dual cache; the logits are
+    read as `parameterization` says (samplers.py)."""
     from atat_cli.sampling.samplers import SampleOutput
 
     B, T = x.shape
@@ -195,7 +207,8 @@ def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings,
         block_denoiser = denoiser if cache_layers is None else DualCacheDenoiser(denoiser, start - w0, end - w0,
                                                                                  cache_layers)
         out = sample(block_denoiser, x[:, w0:w1], mask_id, settings, fill=fill, generator=generator,
-                     importance=importance, schedule=schedule, token_exponents=token_exponents, record=record)
+                     importance=importance, schedule=schedule, token_exponents=token_exponents,
+                     parameterization=parameterization, record=record)
         before = x.clone() if record else None
         x[:, w0:w1] = out.tokens
         if record:  # widen the window's records to whole rows, with the NFE counted from the start

@@ -1,7 +1,7 @@
 """Samplers for masked diffusion models, behind one interface, plus left-to-right AR sampling.
 
     out = sample(denoiser, x, mask_id, settings, fill=None, generator=g, importance=None,
-                 schedule=None, record=False)
+                 schedule=None, parameterization="subs", record=False)
 
 `denoiser(x, noise_level) -> logits (B, T, V + 1)` is the DiT (or any callable like it; the
 mask id is the last logit and is never sampled). One that can only be called on the whole batch
@@ -37,6 +37,17 @@ Samplers (all batched tensor code: the only Python loop is over steps):
   longest prefix whose summed entropy minus its largest entropy is at most gamma (EB-sampler).
   Both run until nothing is masked.
 
+Parameterisations (`parameterization`, the run's diffusion.parameterization): under `subs` the
+logits are MDLM's x0 prediction. Under `d3pm` and `sedd`, ancestral sampling is that
+parameterisation's own reverse process: D3PM's x0-parameterised step, in which the prediction's
+mass y on the mask keeps a position masked longer (diffusion/d3pm.py, d3pm_reveal), or SEDD's
+analytic (Tweedie tau-leaping) step from the scores, in which their total S sets the reveal
+probability (diffusion/sedd.py, sedd_reveal); either way a revealed position draws its token from
+the softmax over the vocabulary, and the last step reveals every position left (MDLM's noise
+removal). The ordered samplers read only a distribution over the vocabulary, the softmax of the
+logits without the mask: D3PM's x0 prediction given it is no mask, SEDD's normalised scores.
+remdm re-masks under MDLM's SUBS posterior and is refused for them.
+
 Uncertainty metrics (higher = less sure): `entropy` (nats), `maxprob` (1 - top probability),
 `margin` (1 - (top1 - top2 probability); Kim et al. 2025). They are computed on the model's own
 distribution; temperature and top-p shape only the draw of the token itself.
@@ -51,7 +62,9 @@ from typing import Optional
 
 import torch
 
+from atat_cli.diffusion.d3pm import d3pm_reveal
 from atat_cli.diffusion.schedules import LogLinear, NoiseSchedule
+from atat_cli.diffusion.sedd import sedd_reveal
 from atat_cli.errors import AtatError, require
 from atat_cli.sampling.categorical import sample_categorical
 
@@ -60,6 +73,11 @@ REMASK = ("cap", "rescale", "conf")
 ADAPTIVE = ("threshold", "entropy-bound")
 METRICS = ("entropy", "margin", "maxprob")
 GRIDS = ("linear", "cosine")
+# The samplers each diffusion.parameterization can use (see the module docstring).
+PARAMETERIZATION_SAMPLERS = {"subs": SAMPLERS, "d3pm": ("ancestral", "confidence", "uncertainty", "importance"),
+                             "sedd": ("ancestral", "confidence", "uncertainty", "importance")}
+OWN_REVERSE = {"subs": "MDLM's reverse process", "d3pm": "D3PM's reverse process",
+               "sedd": "SEDD's analytic sampler"}
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Importance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -203,15 +221,31 @@ def position_uncertainty(logits: torch.Tensor, metric: str) -> tuple[torch.Tenso
     return 1.0 - (p_top - second), entropy, p_top
 
 
+def check_parameterization(parameterization: str, settings: SamplerSettings) -> None:
+    """Refuse a sampler that a parameterisation of the reverse process cannot use, naming those it can."""
+    usable = PARAMETERIZATION_SAMPLERS.get(parameterization)
+    if usable is None:
+        raise AtatError(f"unknown parameterization '{parameterization}'",
+                        f"choose one of: {', '.join(PARAMETERIZATION_SAMPLERS)}")
+    if settings.sampler not in usable:
+        raise AtatError(f"the {settings.sampler} sampler re-masks under MDLM's SUBS posterior and does not apply to a "
+                        f"{parameterization} run",
+                        f"use --sampler ancestral ({OWN_REVERSE[parameterization]}), confidence or uncertainty")
+
+
 @torch.no_grad()
 def sample(denoiser: Denoiser, x: torch.Tensor, mask_id: int, settings: SamplerSettings, *,
            fill: torch.Tensor | None = None, generator: torch.Generator | None = None,
            importance: Importance | None = None, schedule: NoiseSchedule | None = None,
-           token_exponents: torch.Tensor | None = None, record: bool = False) -> SampleOutput:
+           token_exponents: torch.Tensor | None = None, parameterization: str = "subs",
+           record: bool = False) -> SampleOutput:
     """Fill the masked positions of x (B, T); see the module docstring. `token_exponents` (V,):
     the w_v of a per-token schedule (diffusion/token_schedule.py), which ancestral sampling then
-    follows."""
+    follows. `parameterization`: how the denoiser's logits are read (subs, d3pm, sedd)."""
     settings.validate()
+    check_parameterization(parameterization, settings)
+    if parameterization != "subs" and token_exponents is not None:
+        raise AtatError("a per-token schedule is an ATAT design on SUBS; it has no d3pm or sedd sampler")
     if settings.sampler == "importance" and importance is None:
         raise AtatError("the importance sampler needs an importance estimator, and this model has none",
                         "train with --method atat, or use --sampler uncertainty")
@@ -219,7 +253,7 @@ def sample(denoiser: Denoiser, x: torch.Tensor, mask_id: int, settings: SamplerS
     schedule = schedule or LogLinear()
     if settings.sampler == "ancestral":
         return _ancestral(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record,
-                          token_exponents)
+                          token_exponents, parameterization)
     if settings.sampler == "remdm":
         return _remdm(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record)
     return _ordered(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record)
@@ -236,7 +270,7 @@ def _record(trajectory, step, nfe, x, chosen, logits_at_chosen, tokens, imp):
 
 
 def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, importance, schedule, record,
-               token_exponents=None):
+               token_exponents=None, parameterization="subs"):
     B = x.shape[0]
     rate = schedule.mask_rate(time_grid(s.steps, s.grid, x.device))  # m(t_i), float64, m(t_steps) = 0
     # (B, T, V + 1) logits in the denoiser's own dtype, per row valid while the row is unchanged.
@@ -262,7 +296,21 @@ def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, import
             nfe += 1
         row_steps += active
         draw = torch.rand(x.shape, dtype=torch.float64, generator=generator, device=x.device)
-        if token_exponents is None:
+        if parameterization != "subs":
+            # D3PM's or SEDD's own reveal probability per position (from the cached logits and the
+            # two masking rates); the last step reveals every position left. Tokens as under SUBS.
+            m_t, m_s = float(rate[i]), float(rate[i + 1])
+            if m_s <= 0.0:
+                chosen = todo.clone()
+            else:
+                rows = cache[todo]  # (N, V + 1)
+                reveal = d3pm_reveal(rows, mask_id, m_t, m_s) if parameterization == "d3pm" else \
+                    sedd_reveal(rows[:, :mask_id], m_t, m_s)
+                chosen = todo.clone()
+                chosen[todo] = draw[todo] < reveal
+            at_chosen = cache[chosen][:, :mask_id]
+            tokens = sample_categorical(at_chosen, generator, s.temperature, s.top_p)
+        elif token_exponents is None:
             # Reveal each masked token with probability (m(s) - m(t)) / m(s); 1 on the last step.
             reveal = (rate[i] - rate[i + 1]) / rate[i]
             chosen = todo & (draw < reveal)
