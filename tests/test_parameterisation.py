@@ -517,3 +517,14 @@ def test_bad_setting_is_one_line_on_the_command_line(atat_home, capsys):
     code, out, err = run(capsys, "train", "--size", "test", "--max-steps", "1", "--set", "diffusion.parameterization=d3pm")
     assert code == 1 and out == ""
     assert err.startswith("Error: diffusion.parameterization=d3pm is discrete time") and "diffusion.steps=1000" in err
+
+
+def test_sampling_grid_keeps_only_the_samplers_a_parameterisation_can_use():
+    from atat_cli.ablation.sampling_grid import load_sampling_grid
+    from atat_cli.sampling.samplers import PARAMETERIZATION_SAMPLERS
+
+    full = load_sampling_grid("sampling", has_importance=True)
+    sedd = load_sampling_grid("sampling", has_importance=True, usable=PARAMETERIZATION_SAMPLERS["sedd"])
+    assert any(s.sampler == "remdm" for s in full.values())
+    assert sedd and all(s.sampler != "remdm" for s in sedd.values())
+    assert set(sedd) == {k for k, s in full.items() if s.sampler != "remdm"}

@@ -20,6 +20,7 @@ from atat_cli.device import default_device
 from atat_cli.errors import AtatError, require
 from atat_cli.runs import load_run
 from atat_cli.sampling import SamplerSettings, generate, load_judge, score_generation
+from atat_cli.sampling.samplers import PARAMETERIZATION_SAMPLERS, SAMPLERS
 
 SETTING_FIELDS = {"sampler", "steps", "adaptive", "threshold", "gamma", "metric", "grid", "temperature", "top_p", "remask", "eta"}
 
@@ -36,16 +37,19 @@ def ablate_sampling(run, grid: str, *, judge: str | None = None, num_samples: in
     if trained.cfg.method == "ar":
         raise AtatError("an AR run samples left to right with a KV cache: there are no samplers to compare",
                         "pass a diffusion run (trained with --method mdlm or atat)")
-    settings = load_sampling_grid(grid, has_importance=trained.importance is not None, only=only)
+    settings = load_sampling_grid(grid, has_importance=trained.importance is not None, only=only,
+                                  usable=PARAMETERIZATION_SAMPLERS[trained.cfg.diffusion.parameterization])
     judge_model = load_judge(judge, device) if judge else None
     rows = run_sampling_grid(trained, settings, judge=judge_model, num_samples=num_samples, length=length, log=log)
     report = {"run": str(trained.checkpoint), "judge": judge, "num_samples": num_samples, "rows": rows}
     return report, write_sampling_report(report, out or trained.checkpoint.parent / "ablate-sampling")
 
 
-def load_sampling_grid(name_or_path: str, has_importance: bool, only: list[str] | None = None) -> dict:
+def load_sampling_grid(name_or_path: str, has_importance: bool, only: list[str] | None = None,
+                       usable: tuple[str, ...] = SAMPLERS) -> dict:
     """name -> SamplerSettings (validated), restricted to `only` when given; importance variants
-    are dropped when the run has no estimator, so naming one is an unknown variant."""
+    are dropped when the run has no estimator, and variants of samplers outside `usable` (those
+    the run's parameterisation can use), so naming one is an unknown variant."""
     path, data = read_grid_file(name_or_path, kind="sampling grid")
     if not isinstance(data, dict) or not isinstance(data.get("variants"), dict):
         raise AtatError(f"sampling grid {path} needs a 'variants' mapping")
@@ -60,7 +64,7 @@ def load_sampling_grid(name_or_path: str, has_importance: bool, only: list[str] 
             settings = SamplerSettings(**spec).validate()
         except AtatError as e:
             raise AtatError(f"sampling variant '{name}': {e.message}", e.hint) from e
-        if settings.sampler == "importance" and not has_importance:
+        if (settings.sampler == "importance" and not has_importance) or settings.sampler not in usable:
             continue
         grid[str(name)] = settings
     if only:
