@@ -69,7 +69,7 @@ class OptimConfig:
     warmup_steps: int = doc(50, "Linear learning-rate warm-up steps.")
     schedule: str = doc("cosine", "Learning rate after warm-up: cosine (to min_lr_ratio) or constant.")
     min_lr_ratio: float = doc(0.1, "Final learning rate as a fraction of lr (cosine).")
-    grad_clip: float = doc(1.0, "Clip the global gradient norm to this (0 = off).")
+    grad_clip: float = doc(1.0, "Clip the gradient norm to this (0 = off): the denoiser's, and apart from it ATAT's estimator's and per-token schedule's.")
     ema: float = doc(0.9999, "EMA decay of the weights used for eval and sampling (0 = off); warmed up as min(ema, (1+step)/(10+step)).")
 
 

@@ -110,6 +110,19 @@ def test_all_off_atat_is_mdlm(atat_home):
     assert len(mdlm) == 6 and mdlm == atat
 
 
+def test_estimator_never_changes_how_the_denoiser_trains(atat_home):
+    """An estimator trained beside MDLM (uniform time, tokens and schedule) leaves the denoiser's
+    training MDLM's, step for step, with clipping active: its gradient is clipped on its own."""
+    common = FAST + ["train.max_steps=5", "optim.grad_clip=0.05"]
+    for method, preset, extra in (("mdlm", None, []), ("atat", "atat/all_off", ["atat.importance.enabled=true"])):
+        cfg = load_config("test", method, config_file=preset, overrides=common + extra)
+        Trainer(cfg, atat_home / method, progress=False, log=lambda *a, **k: None).run()
+    mdlm, atat = ([r for r in _metrics(atat_home / m) if "loss" in r] for m in ("mdlm", "atat"))
+    assert all(r["grad_norm"] > 0.05 for r in mdlm)  # clipping acts on every step
+    assert [r["nelbo"] for r in mdlm] == [r["nelbo"] for r in atat]
+    assert "importance_loss" in atat[0]
+
+
 def test_switches_change_what_they_say(atat_home):
     """Each switch shows up in the logged metrics of a short run."""
     runs = {

@@ -24,7 +24,7 @@ from atat_cli.data import BatchLoader, PreparedData, ensure_prepared
 from atat_cli.device import autocast, resolve_precision
 from atat_cli.errors import AtatError
 from atat_cli.evaluation import evaluate_likelihood, summarize
-from atat_cli.models import build_model, count_parameters
+from atat_cli.models import ATATModel, build_model, count_parameters
 from atat_cli.objectives import build_objective, loss_name
 from atat_cli.progress import ProgressBar
 from atat_cli.training.checkpoint import (
@@ -63,6 +63,16 @@ class TrainResult:
     last_checkpoint: Path | None
     best_val: float | None
     seconds: float
+
+
+def clip_groups(model) -> list[list[torch.nn.Parameter]]:
+    """The parameter groups clipped one by one, the denoiser's first: ATAT's estimator and
+    per-token schedule are clipped on their own, so their gradients never shrink the denoiser's
+    step and an ATAT run's denoiser trains as MDLM's would for the same losses."""
+    if not isinstance(model, ATATModel):
+        return [list(model.parameters())]
+    parts = (model.denoiser, model.estimator, model.token_schedule)
+    return [list(part.parameters()) for part in parts if part is not None and any(True for _ in part.parameters())]
 
 
 class Trainer:
@@ -212,8 +222,9 @@ class Trainer:
             for k, v in metrics.items():
                 collected.setdefault(k, []).append(v)
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        if not torch.isfinite(grad_norm):
+        norms = [torch.nn.utils.clip_grad_norm_(group, clip) for group in clip_groups(self.model)]
+        grad_norm = norms[0]  # the denoiser's
+        if not all(torch.isfinite(n) for n in norms):
             raise AtatError(f"non-finite gradient norm at step {self.step + 1}",
                             "lower optim.lr or use --set train.precision=fp32; the last checkpoint is intact")
         self.optimizer.step()
