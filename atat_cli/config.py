@@ -50,6 +50,7 @@ class DataConfig:
     name: str = doc("pydocs", "Corpus name (see `atat data list`); prepared on first use.")
     tokenizer: str = doc("", "Tokenizer: bytes, bpe, or a hub name (gpt2); empty = the corpus default.")
     vocab_size: int = doc(0, "Vocabulary size for a locally trained BPE; 0 = the corpus default.")
+    unique_tokens: int = doc(0, "Train on only the first this many tokens of the training split, in whole blocks, repeated epoch after epoch (a data-constrained run); 0 = all of it.")
 
 
 @dataclass
@@ -261,6 +262,9 @@ class RunConfig:
                 + ("the AR baseline has no diffusion" if self.method == "ar" else
                    "ATAT's designs (their bounds, schedules and estimator) build on SUBS"),
                 "use --method mdlm, or diffusion.parameterization=subs")
+        require(self.data.unique_tokens == 0 or self.data.unique_tokens >= m.seq_len,
+                f"data.unique_tokens={self.data.unique_tokens} is less than one block of model.seq_len={m.seq_len} tokens",
+                "use 0 (the whole training split) or at least model.seq_len")
         require(t.max_steps >= 1, f"max_steps must be at least 1 (got {t.max_steps})", "pass --max-steps N with N >= 1")
         require(t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and train.grad_accum must be at least 1")
         require(t.precision in ("auto", "bf16", "fp32"), f"unknown precision '{t.precision}'",

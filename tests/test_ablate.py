@@ -161,3 +161,53 @@ def test_report_compares_with_the_baseline_in_tokens_seconds_and_percent():
     assert rows["mdlm"]["seconds_to_baseline"] == 10.0 and abs(fast["own_bits_per_byte"] - 0.86) < 1e-12
     table = markdown_table(build_report(records, "mdlm"))
     assert "own-bound" in table and "-9.9%" in table
+
+
+def test_data_constrained_grid_repeats_a_fixed_slice(atat_home, capsys, tmp_path):
+    """Variants with `epochs` train epochs x data.unique_tokens (the grid's `set`), on that slice only."""
+    grid = tmp_path / "dc.yaml"
+    grid.write_text("baseline: ar_e1\nset: [data.unique_tokens=256]\nvariants:\n"
+                    "  ar_e1: {method: ar, epochs: 1}\n  ar_e2: {method: ar, epochs: 2}\n  mdlm_e2: {method: mdlm, epochs: 2}\n")
+    out = atat_home / "dc"
+    report = _ablate(capsys, grid, out, "--seeds", "1")  # --tokens 1024 is not used by epoch variants
+    runs = {r["variant"]: r for r in report["runs"]}
+    # 256 unique tokens = 8 blocks of 32 = 2 batches of 4 per epoch
+    assert {name: (r["tokens"], r["steps"], r["epochs"]) for name, r in runs.items()} == {
+        "ar_e1": (256, 2, 1), "ar_e2": (512, 4, 2), "mdlm_e2": (512, 4, 2)}
+    assert "(2 epochs)" in (out / "report.md").read_text() and (out / "epochs.png").stat().st_size > 0
+    assert "unique_tokens: 256" in (out / "ar_e2" / "seed0" / "config.yaml").read_text()
+    from atat_cli.config import load_config
+    from atat_cli.training import Trainer
+    cfg = load_config("test", "mdlm", overrides=["data.name=tinytext", "data.unique_tokens=256"])
+    assert len(Trainer(cfg, progress=False, log=lambda *a, **k: None).train_blocks) == 8
+
+
+def test_unique_tokens_slice_and_its_bad_values(tmp_path):
+    import numpy as np
+
+    from atat_cli.config import load_config
+    from atat_cli.training.trainer import unique_blocks
+
+    blocks = np.arange(40).reshape(10, 4)
+    assert unique_blocks(blocks, 9, "c").tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]  # whole blocks only
+    with pytest.raises(AtatError, match="more than the 40 tokens of c's training split"):
+        unique_blocks(blocks, 44, "c")
+    with pytest.raises(AtatError, match="less than one block"):
+        load_config("test", "mdlm", overrides=["data.unique_tokens=10"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("variants:\n  a: {method: ar, epochs: 0}\n")
+    with pytest.raises(AtatError, match="epochs must be a whole number >= 1"):
+        load_grid(str(bad))
+    bad.write_text("variants:\n  a: {method: ar, epochs: 2}\n")
+    from atat_cli.ablation.runner import variant_tokens
+    grid = load_grid(str(bad))
+    with pytest.raises(AtatError, match="data.unique_tokens is not set"):
+        variant_tokens(grid.variants[0], grid.variants[0].resolve("test", []), 1000)
+
+
+def test_builtin_data_constrained_grid_budgets():
+    from atat_cli.ablation.runner import variant_tokens
+
+    grid = load_grid("data_constrained")
+    budgets = {v.name: variant_tokens(v, v.resolve("screen", grid.overrides), 300000) for v in grid.variants}
+    assert budgets["ar_e1"] == budgets["mdlm_e1"] == 102400 and budgets["mdlm_e64"] == 64 * 102400

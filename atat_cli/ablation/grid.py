@@ -6,6 +6,10 @@
       atat_seed: {config: atat/seed}
       atat_t3: {config: atat/seed, set: [atat.masking.temperature=3.0]}
 
+A grid may also `set` overrides for all its variants (command-line --set comes after them, a
+variant's own after that), and a variant may train for `epochs` passes over the run's
+data.unique_tokens instead of --tokens: the data-constrained study (grids/data_constrained.yaml).
+
 Every variant is resolved into a full RunConfig when the grid is loaded, so an unknown key or
 value is an error before anything trains.
 """
@@ -20,7 +24,7 @@ import yaml
 from atat_cli.config import CONFIG_DIR, RunConfig, load_config
 from atat_cli.errors import AtatError
 
-VARIANT_KEYS = {"method", "config", "set"}
+VARIANT_KEYS = {"method", "config", "set", "epochs"}
 
 
 @dataclass
@@ -29,6 +33,7 @@ class Variant:
     method: str | None = None
     config: str | None = None
     overrides: list[str] = field(default_factory=list)
+    epochs: int | None = None  # passes over data.unique_tokens, the variant's budget (None: --tokens)
 
     def resolve(self, size: str, common: list[str]) -> RunConfig:
         try:
@@ -42,6 +47,7 @@ class Grid:
     name: str
     baseline: str
     variants: list[Variant]
+    overrides: list[str] = field(default_factory=list)  # the grid's `set`, before the command line's
 
 
 def grid_names() -> list[str]:
@@ -67,19 +73,19 @@ def load_grid(name_or_path: str, only: list[str] | None = None) -> Grid:
     path, data = read_grid_file(name_or_path)
     if not isinstance(data, dict) or not isinstance(data.get("variants"), dict) or not data["variants"]:
         raise AtatError(f"grid file {path} needs a 'variants' mapping of name -> {{method, config, set}}")
-    unknown_top = set(data) - {"baseline", "variants"}
+    unknown_top = set(data) - {"baseline", "variants", "set"}
     if unknown_top:
-        raise AtatError(f"unknown grid key '{sorted(unknown_top)[0]}' in {path}", "a grid has 'baseline' and 'variants'")
+        raise AtatError(f"unknown grid key '{sorted(unknown_top)[0]}' in {path}", "a grid has 'baseline', 'variants' and 'set'")
     variants = []
     for name, spec in data["variants"].items():
         spec = spec or {}
         if not isinstance(spec, dict) or set(spec) - VARIANT_KEYS:
             bad = sorted(set(spec) - VARIANT_KEYS) if isinstance(spec, dict) else spec
             raise AtatError(f"variant '{name}' has unknown key(s) {bad}", f"a variant takes {', '.join(sorted(VARIANT_KEYS))}")
-        overrides = spec.get("set", [])
-        if isinstance(overrides, str):
-            overrides = [overrides]
-        variants.append(Variant(str(name), spec.get("method"), spec.get("config"), [str(o) for o in overrides]))
+        epochs = spec.get("epochs")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+            raise AtatError(f"variant '{name}': epochs must be a whole number >= 1 (got {epochs!r})")
+        variants.append(Variant(str(name), spec.get("method"), spec.get("config"), _overrides(spec), epochs))
     names = [v.name for v in variants]
     if only:
         missing = [n for n in only if n not in names]
@@ -89,4 +95,10 @@ def load_grid(name_or_path: str, only: list[str] | None = None) -> Grid:
     baseline = str(data.get("baseline", variants[0].name))
     if baseline not in names:
         raise AtatError(f"baseline '{baseline}' is not a variant of grid '{path.stem}'")
-    return Grid(path.stem, baseline, variants)
+    return Grid(path.stem, baseline, variants, _overrides(data))
+
+
+def _overrides(spec: dict) -> list[str]:
+    """A grid's or a variant's `set`: one override or a list of them."""
+    overrides = spec.get("set") or []
+    return [str(o) for o in ([overrides] if isinstance(overrides, str) else overrides)]

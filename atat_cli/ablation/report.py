@@ -19,7 +19,7 @@ from pathlib import Path
 from atat_cli.ablation.runner import RunRecord
 
 COLUMNS = ["variant", "method", "objective", "seeds", "bits_per_byte", "bits_per_byte_std", "change_pct",
-           "own_bits_per_byte", "own_bits_per_byte_std", "ppl", "ppl_std", "tokens", "tokens_to_baseline",
+           "own_bits_per_byte", "own_bits_per_byte_std", "ppl", "ppl_std", "tokens", "epochs", "tokens_to_baseline",
            "seconds_to_baseline", "tokens_per_s", "wall_s", "importance_spearman", "vs_baseline"]
 
 
@@ -65,7 +65,7 @@ def build_report(records: list[RunRecord], baseline: str, grid: str = "") -> dic
             "seeds": len(runs), "bits_per_byte": bpb, "bits_per_byte_std": bpb_std,
             "change_pct": 100 * (bpb - base_bpb[0]) / base_bpb[0] if not math.isnan(base_bpb[0]) else None,
             "own_bits_per_byte": own_bpb, "own_bits_per_byte_std": own_std, "ppl": ppl, "ppl_std": ppl_std,
-            "tokens": runs[0].tokens,
+            "tokens": runs[0].tokens, "epochs": runs[0].epochs,
             # the mean over seeds that reached it; None when no seed did
             "tokens_to_baseline": statistics.mean([t for t in reached if t is not None]) if any(t is not None for t in reached) else None,
             "tokens_to_baseline_reached": sum(t is not None for t in reached),
@@ -78,7 +78,7 @@ def build_report(records: list[RunRecord], baseline: str, grid: str = "") -> dic
     return {
         "grid": grid, "baseline": baseline, "baseline_final_val_loss": target,
         "rows": rows,
-        "runs": [{"variant": r.variant, "seed": r.seed, "run": str(r.run_dir), "checkpoint": r.evaluation["checkpoint"], "steps": r.steps, "tokens": r.tokens,
+        "runs": [{"variant": r.variant, "seed": r.seed, "run": str(r.run_dir), "checkpoint": r.evaluation["checkpoint"], "steps": r.steps, "tokens": r.tokens, "epochs": r.epochs,
                   "bits_per_byte": r.evaluation["bits_per_byte"], "nelbo": r.evaluation["nelbo"],
                   "own_bits_per_byte": r.evaluation.get("own_bits_per_byte"),
                   "ppl": r.evaluation["ppl"], "train_seconds": r.train_seconds, "curve": r.curve} for r in records],
@@ -99,16 +99,17 @@ def markdown_table(report: dict) -> str:
     for r in report["rows"]:
         reach = "not reached" if r["tokens_to_baseline"] is None else f"{r['tokens_to_baseline']:,.0f} ({r['tokens_to_baseline_reached']}/{r['seeds']} seeds)"
         own = "-" if r.get("own_bits_per_byte") is None else f"{_fmt(r['own_bits_per_byte'])} ± {_fmt(r['own_bits_per_byte_std'])}"
+        epochs = "" if r.get("epochs") is None else f" ({r['epochs']} epochs)"
         change = "-" if r.get("change_pct") is None or r["vs_baseline"] == "baseline" else f"{r['change_pct']:+.1f}%"
         lines.append(f"| {r['variant']} | {r.get('objective') or '-'} | {_fmt(r['bits_per_byte'])} ± {_fmt(r['bits_per_byte_std'])} "
-                     f"| {change} | {own} | {_fmt(r['ppl'], 2)} ± {_fmt(r['ppl_std'], 2)} | {r['tokens']:,} | {reach} "
+                     f"| {change} | {own} | {_fmt(r['ppl'], 2)} ± {_fmt(r['ppl_std'], 2)} | {r['tokens']:,}{epochs} | {reach} "
                      f"| {_fmt(r.get('seconds_to_baseline'), 0)} | {_fmt(r['tokens_per_s'], 0)} | {_fmt(r['wall_s'], 0)} "
                      f"| {_fmt(r['importance_spearman'], 3)} | {r['vs_baseline']} |")
     return "\n".join(lines)
 
 
 def write_report(report: dict, out: Path) -> list[Path]:
-    from atat_cli.viz.curves import plot_validation_curves
+    from atat_cli.viz.curves import plot_bits_against_epochs, plot_validation_curves
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,4 +123,8 @@ def write_report(report: dict, out: Path) -> list[Path]:
     for run in report["runs"]:
         curves.setdefault(run["variant"], []).append(run["curve"])
     plot_validation_curves(curves, out / "val_curves.png", baseline=report["baseline"])
-    return [out / name for name in ("report.md", "report.csv", "report.json", "val_curves.png")]
+    written = [out / name for name in ("report.md", "report.csv", "report.json", "val_curves.png")]
+    epoch_rows = [r for r in report["rows"] if r.get("epochs") is not None]
+    if epoch_rows:  # a data-constrained grid: the final loss against the tokens seen, per method
+        written.append(plot_bits_against_epochs(epoch_rows, out / "epochs.png"))
+    return written

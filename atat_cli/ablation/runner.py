@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atat_cli.ablation.grid import Grid
+from atat_cli.errors import AtatError
 from atat_cli.runs import evaluate_run
 from atat_cli.training import Trainer
 from atat_cli.training.checkpoint import STEP_PATTERN, latest_checkpoint
@@ -38,6 +39,7 @@ class RunRecord:
     tokens_per_s: float | None
     evaluation: dict
     curve: list[tuple[int, float]]  # (tokens seen, validation loss) during training
+    epochs: int | None = None  # passes over data.unique_tokens, for a data-constrained variant
 
 
 def _read_json(path: Path) -> dict:
@@ -112,15 +114,27 @@ def _train_all(jobs: list, workers: int, progress: bool, log) -> None:
             raise
 
 
+def variant_tokens(variant, cfg, tokens: int) -> int:
+    """A variant's training budget: --tokens, or its epochs over the run's unique tokens (whole blocks)."""
+    if variant.epochs is None:
+        return tokens
+    unique = cfg.data.unique_tokens // cfg.model.seq_len * cfg.model.seq_len
+    if unique == 0:
+        raise AtatError(f"variant '{variant.name}' trains for {variant.epochs} epochs, but over how many tokens: "
+                        "data.unique_tokens is not set", "set it in the grid or pass --set data.unique_tokens=N")
+    return variant.epochs * unique
+
+
 def run_grid(grid: Grid, *, size: str, data: str, tokens: int, seeds: int, out: Path, mc: int = 4,
              split: str = "valid", overrides: list[str] = (), log=print, progress: bool = True,
              workers: int | None = None) -> list[RunRecord]:
     out = Path(out)
+    overrides = [*grid.overrides, *overrides]
     plans = []
     for variant in grid.variants:  # resolve every config before anything trains
         probe = variant.resolve(size, [f"data.name={data}", *overrides])
         tokens_per_step = probe.train.batch_size * probe.train.grad_accum * probe.model.seq_len
-        steps = max(1, tokens // tokens_per_step)
+        steps = max(1, variant_tokens(variant, probe, tokens) // tokens_per_step)
         for seed in range(seeds):
             common = [f"data.name={data}", f"train.max_steps={steps}", f"train.seed={seed}",
                       f"train.eval_every={max(1, steps // 8)}", f"train.save_every={max(1, steps // 4)}", *overrides]
@@ -156,5 +170,5 @@ def run_grid(grid: Grid, *, size: str, data: str, tokens: int, seeds: int, out: 
         curve = [(r["step"] * tokens_per_step, r["val_nelbo"]) for r in metrics if "val_nelbo" in r]
         records.append(RunRecord(variant.name, cfg.method, seed, run_dir, steps, steps * tokens_per_step,
                                  bookkeeping.get("train_seconds", 0.0), sum(speeds) / len(speeds) if speeds else None,
-                                 evaluation, curve))
+                                 evaluation, curve, variant.epochs))
     return records

@@ -11,10 +11,10 @@ from atat_cli.cli.output import log, out, print_json
 
 
 def ablate(
-    grid: Annotated[str, typer.Option(help="Built-in grid (atat, temperature) or a YAML file of variants.")] = "atat",
+    grid: Annotated[str, typer.Option(help="Built-in grid (atat, parameterisation, data_constrained, temperature) or a YAML file of variants.")] = "atat",
     data: options.DataOpt = "pydocs",
     size: options.SizeOpt = "tiny",
-    tokens: Annotated[int, typer.Option(help="Training tokens per run (the equal budget).")] = 300_000,
+    tokens: Annotated[int, typer.Option(help="Training tokens per run (the equal budget; a variant with `epochs` trains epochs x data.unique_tokens instead).")] = 300_000,
     seeds: Annotated[int, typer.Option(help="Seeds per variant.")] = 2,
     variants: Annotated[Optional[list[str]], typer.Option("--variant", help="Run only these variants (repeatable).")] = None,
     out_dir: options.OutDirOpt = None,

@@ -65,6 +65,15 @@ class TrainResult:
     seconds: float
 
 
+def unique_blocks(blocks, unique_tokens: int, corpus: str):
+    """The first unique_tokens // seq_len training blocks (whole blocks only)."""
+    n, seq_len = unique_tokens // blocks.shape[1], blocks.shape[1]
+    if n > len(blocks):
+        raise AtatError(f"data.unique_tokens={unique_tokens:,} is more than the {len(blocks) * seq_len:,} tokens "
+                        f"of {corpus}'s training split in blocks of {seq_len}", "use a smaller value, or 0 for all of it")
+    return blocks[:n]
+
+
 def clip_groups(model) -> list[list[torch.nn.Parameter]]:
     """The parameter groups clipped one by one, the denoiser's first: ATAT's estimator and
     per-token schedule are clipped on their own, so their gradients never shrink the denoiser's
@@ -101,6 +110,8 @@ class Trainer:
             dist.barrier()
         seq_len = cfg.model.seq_len
         self.train_blocks = self.data.blocks("train", seq_len)
+        if cfg.data.unique_tokens:  # a data-constrained run: its first blocks, epoch after epoch
+            self.train_blocks = unique_blocks(self.train_blocks, cfg.data.unique_tokens, self.data.name)
         self.valid_blocks = self.data.blocks("valid", seq_len)
         if len(self.valid_blocks) == 0:
             raise AtatError(f"the validation split of '{self.data.name}' has fewer than {seq_len} tokens",
@@ -109,7 +120,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         counts = None
         if cfg.method == "atat" and cfg.atat.schedule.kind == "frequency":  # a fresh run's exponents
-            counts = np.bincount(self.data.tokens("train"), minlength=self.data.vocab_size)
+            seen = self.train_blocks.reshape(-1) if cfg.data.unique_tokens else self.data.tokens("train")
+            counts = np.bincount(seen, minlength=self.data.vocab_size)
         self.model = build_model(cfg, self.data.vocab_size, token_counts=counts).to(self.device)
         self.ema = EMA(self.model, cfg.optim.ema) if cfg.optim.ema > 0 else None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
