@@ -88,7 +88,7 @@ def test_human_output_goes_to_stdout_logs_to_stderr(atat_home, capsys):
     assert code == 0
     assert "done" in out and "Run folder" in err
     code, out, err = run(capsys, "eval")
-    assert "bits/byte" in out
+    assert "bits/byte" in out and "NELBO (uniform masking)" in out
 
 
 def test_config_commands(tmp_path, capsys):

@@ -465,6 +465,9 @@ def test_train_eval_sample_gif(atat_home, capsys, parameterization):
     assert result["parameterization"] == parameterization
     assert result["diffusion_steps"] == (1000 if parameterization == "d3pm" else None)
     assert 0 < result["nelbo"] < 2 * math.log(257) and math.isfinite(result["nelbo_stderr"])
+    code, out, err = run(capsys, "eval", str(run_dir), "--mc", "1")  # the table names the run's own bound
+    assert code == 0, err
+    assert ("D3PM discrete-time NELBO, T = 1000" if parameterization == "d3pm" else "SEDD score-entropy NELBO") in out
     code, out, err = run(capsys, "sample", str(run_dir), "--length", "12", "--steps", "6", "--json", "--seed", "0")
     assert code == 0, err
     assert json.loads(out)["samples"][0]["steps"] == 6

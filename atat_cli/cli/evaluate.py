@@ -38,13 +38,10 @@ def evaluate(
         return
     from rich.table import Table
 
-    from atat_cli.objectives import loss_name
-
     table = Table(title=f"{result['run']} ({result['method']}, step {result['step']}) on {result['data']}/{split}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    uniform = " (uniform masking)" if result["method"] != "ar" else ""
-    table.add_row(f"{loss_name(result['method'])}{uniform} (nats/token)", f"{result['nelbo']:.4f} ± {result['nelbo_stderr']:.4f}")
+    table.add_row(f"{bound_label(result)} (nats/token)", f"{result['nelbo']:.4f} ± {result['nelbo_stderr']:.4f}")
     table.add_row("perplexity" + (" (upper bound)" if result["method"] != "ar" else ""), f"{result['ppl']:.2f}")
     table.add_row("bits/token", f"{result['bits_per_token']:.4f}")
     table.add_row("bits/byte", f"{result['bits_per_byte']:.4f}")
@@ -62,3 +59,13 @@ def evaluate(
     for band, acc in (result.get("mask_accuracy") or {}).items():
         table.add_row(f"mask accuracy ({band})", "n/a" if acc is None else f"{acc:.3f}")
     out.print(table)
+
+
+def bound_label(result: dict) -> str:
+    """What `nelbo` is: AR's exact NLL, or the bound of the run's parameterisation (all under
+    uniform masking)."""
+    from atat_cli.objectives import loss_name
+
+    kind = {"d3pm": f"D3PM discrete-time NELBO, T = {result.get('diffusion_steps')}",
+            "sedd": "SEDD score-entropy NELBO"}.get(result.get("parameterization"), loss_name(result["method"]))
+    return kind if result["method"] == "ar" else f"{kind} (uniform masking)"
