@@ -1,8 +1,9 @@
-"""`atat eval`: the uniform-masking NELBO (AR: exact NLL) of a run on a split."""
+"""`atat eval`: the uniform-masking NELBO (AR: exact NLL) of a run on a split, or lm-eval tasks."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,6 +19,11 @@ def evaluate(
     batch_size: options.BatchSizeOpt = 16,
     max_blocks: Annotated[int, typer.Option(help="Evaluate at most this many blocks (0 = all).")] = 0,
     seed: options.SeedOpt = 0,
+    tasks: Annotated[Optional[str], typer.Option(help="lm-evaluation-harness tasks to score instead, comma-separated "
+                                                 "(needs the lmeval extra), e.g. lambada_openai,hellaswag.")] = None,
+    task_dir: Annotated[Optional[Path], typer.Option(help="A folder of lm-eval task YAMLs to add to the known tasks.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="lm-eval: score at most this many documents per task.")] = None,
+    num_fewshot: Annotated[Optional[int], typer.Option(help="lm-eval: few-shot examples per prompt (default: the task's).")] = None,
     json_out: options.JsonOpt = False,
 ):
     """Evaluate a run: NELBO (nats/token), perplexity bound, bits per token and per byte, and
@@ -27,8 +33,15 @@ def evaluate(
     By default on the run's own corpus; --data names another one, with the run's tokenizer. The
     evaluation noise is seeded (--seed), so results repeat.
 
+    With --tasks, scores lm-evaluation-harness tasks instead: log-likelihoods are exact for AR and,
+    for diffusion runs, minus the NELBO of the continuation given the clean context (--mc times
+    per request: a lower bound); see atat_cli/evaluation/harness.py.
+
     Example: atat eval runs/mdlm-tiny-pydocs --split test --mc 8 --json
+    Example: atat eval runs/mdlm-tiny-pydocs --tasks lambada_openai --limit 100
     """
+    if tasks is not None:
+        return _evaluate_tasks(run, tasks, task_dir, limit, num_fewshot, mc, batch_size, seed, json_out)
     from atat_cli.runs import evaluate_run
 
     result = evaluate_run(run, data=data, split=split, mc=mc, batch_size=batch_size, max_blocks=max_blocks,
@@ -69,3 +82,34 @@ def bound_label(result: dict) -> str:
     kind = {"d3pm": f"D3PM discrete-time NELBO, T = {result.get('diffusion_steps')}",
             "sedd": "SEDD score-entropy NELBO"}.get(result.get("parameterization"), loss_name(result["method"]))
     return kind if result["method"] == "ar" else f"{kind} (uniform masking)"
+
+
+def _evaluate_tasks(run, tasks: str, task_dir, limit, num_fewshot, mc, batch_size, seed, json_out) -> None:
+    from rich.table import Table
+
+    from atat_cli.device import default_device
+    from atat_cli.errors import AtatError
+    from atat_cli.evaluation.harness import run_tasks
+    from atat_cli.runs import load_run
+
+    if task_dir is not None and not task_dir.is_dir():
+        raise AtatError(f"task folder not found: {task_dir}")
+    trained = load_run(run, default_device())
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    result = run_tasks(trained, names, task_dir=str(task_dir) if task_dir else None, limit=limit,
+                       num_fewshot=num_fewshot, mc=mc, seed=seed or 0, batch_size=batch_size, quiet=json_out)
+    report = {"run": str(trained.checkpoint.parent), "method": trained.cfg.method, "step": trained.step,
+              "mc": mc if trained.cfg.method != "ar" else None, "results": result["results"]}
+    if json_out:
+        print_json(report)
+        return
+    table = Table(title=f"{report['run']} ({report['method']}, step {report['step']}): lm-eval")
+    for column in ("task", "metric", "value"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for task, metrics in result["results"].items():
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and "_stderr" not in key:
+                stderr = metrics.get(key.replace(",", "_stderr,", 1))
+                shown = f"{value:.4f}" + (f" ± {stderr:.4f}" if isinstance(stderr, (int, float)) else "")
+                table.add_row(task, key.split(",")[0], shown)
+    out.print(table)
