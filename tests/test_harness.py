@@ -142,3 +142,23 @@ def test_bad_harness_input(runs, capsys, tmp_path, monkeypatch):
     code = main(["eval", str(runs / "mdlm"), "--tasks", "atat_tiny"])
     err = capsys.readouterr().err
     assert code == 1 and "lm-eval is not installed" in err and "lmeval" in err
+
+
+class _Request:  # what lm-eval hands a model: an Instance with .args
+    def __init__(self, *args):
+        self.args = args
+
+
+def test_rolling_and_generation_requests(runs):
+    from atat_cli.evaluation.harness import harness_model
+
+    trained = load_run(runs / "ar", torch.device("cpu"))
+    tok, seq_len = trained.data.tokenizer(), trained.cfg.model.seq_len
+    text = "the model masks tokens and learns to fill them back in " * 3  # > one context of 32
+    [total] = harness_model(trained).loglikelihood_rolling([_Request(text)])
+    direct = conditional_loglikelihood(trained, rolling_windows(tok.encode(text), seq_len, trained.data.eos_id))
+    assert len(direct) > 1 and total == pytest.approx(sum(ll for ll, _ in direct), rel=1e-6)
+    for method in ("ar", "mdlm"):
+        lm = harness_model(load_run(runs / method, torch.device("cpu")))
+        [out] = lm.generate_until([_Request("the model", {"until": ["e"], "max_gen_toks": 8})])
+        assert "e" not in out and len(out) <= 8  # bytes: at most one character per generated token
