@@ -9,12 +9,7 @@ import numpy as np
 
 def plot_validation_curves(curves: dict[str, list[list[tuple[int, float]]]], path: Path, baseline: str | None = None,
                            title: str = "Validation loss (uniform-masking NELBO; AR: NLL)") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    fig, ax = _figure()
     for name, runs in curves.items():
         runs = [r for r in runs if r]
         if not runs:
@@ -28,25 +23,14 @@ def plot_validation_curves(curves: dict[str, list[list[tuple[int, float]]]], pat
             ax.fill_between(tokens, losses.min(axis=0), losses.max(axis=0), color=line.get_color(), alpha=0.15)
     ax.set_xlabel("training tokens")
     ax.set_ylabel("nats / token")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, title, path)
 
 
 def plot_bits_against_epochs(rows: list[dict], path: Path,
                              title: str = "Fixed unique tokens, repeated: final validation bits/byte") -> Path:
     """The data-constrained study: one line per method through its variants' final bits/byte
     (mean, bars = std over seeds) against the tokens seen, each point labelled with its epochs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    fig, ax = _figure()
     by_method: dict[str, list[dict]] = {}
     for row in rows:
         by_method.setdefault(row["method"], []).append(row)
@@ -61,6 +45,21 @@ def plot_bits_against_epochs(rows: list[dict], path: Path,
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training tokens seen (unique tokens x epochs)")
     ax.set_ylabel("bits / byte (MDLM: NELBO bound; AR: exact NLL)")
+    return _save(fig, ax, title, path)
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(7.5, 4.5), dpi=120)
+
+
+def _save(fig, ax, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=9)
