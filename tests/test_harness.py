@@ -10,9 +10,9 @@ import torch
 from atat_cli.cli.app import main
 from atat_cli.diffusion import build_schedule, time_of
 from atat_cli.errors import AtatError
-from atat_cli.evaluation.harness import conditional_loglikelihood, rolling_windows
 from atat_cli.objectives.base import shift_right
 from atat_cli.runs import load_run
+from atat_cli.runs.harness import conditional_loglikelihood, rolling_windows
 
 from conftest import FAST, write_corpus
 
@@ -150,7 +150,7 @@ class _Request:  # what lm-eval hands a model: an Instance with .args
 
 
 def test_rolling_and_generation_requests(runs):
-    from atat_cli.evaluation.harness import harness_model
+    from atat_cli.runs.harness import harness_model
 
     trained = load_run(runs / "ar", torch.device("cpu"))
     tok, seq_len = trained.data.tokenizer(), trained.cfg.model.seq_len

@@ -35,7 +35,7 @@ def evaluate(
 
     With --tasks, scores lm-evaluation-harness tasks instead: log-likelihoods are exact for AR and,
     for diffusion runs, minus the NELBO of the continuation given the clean context (--mc times
-    per request: a lower bound); see atat_cli/evaluation/harness.py.
+    per request: a lower bound); see atat_cli/runs/harness.py.
 
     Example: atat eval runs/mdlm-tiny-pydocs --split test --mc 8 --json
     Example: atat eval runs/mdlm-tiny-pydocs --tasks lambada_openai --limit 100
@@ -89,8 +89,8 @@ def _evaluate_tasks(run, tasks: str, task_dir, limit, num_fewshot, mc, batch_siz
 
     from atat_cli.device import default_device
     from atat_cli.errors import AtatError
-    from atat_cli.evaluation.harness import run_tasks
     from atat_cli.runs import load_run
+    from atat_cli.runs.harness import run_tasks
 
     if task_dir is not None and not task_dir.is_dir():
         raise AtatError(f"task folder not found: {task_dir}")
