@@ -27,7 +27,6 @@ MIN_SEEN = 8  # observations per bin before the proposal leaves uniform
 
 class TimeProposal:
     def __init__(self, cfg):
-        """cfg: TimeConfig (bins, uniform_mix, decay)."""
         """cfg: TimeConfig (proposal adaptive or bell; bins, uniform_mix, decay, center, width)."""
         self.bins, self.mix, self.decay = cfg.bins, cfg.uniform_mix, cfg.decay
         self.mean_sq = torch.zeros(self.bins, dtype=torch.float64)
