@@ -335,9 +335,10 @@ def test_registry():
     for spec in CORPORA.values():
         if spec.kind == "hub":
             assert spec.revision and spec.hub_id and "train" in spec.splits
+            assert spec.vs_mdlm  # every hub corpus says how it differs from MDLM's preparation
 
 
-def test_hub_corpus_from_local_mirror(tmp_path, monkeypatch):
+def test_hub_corpus_from_local_mirror(tmp_path, monkeypatch, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -358,6 +359,12 @@ def test_hub_corpus_from_local_mirror(tmp_path, monkeypatch):
     assert tok.decode(data.tokens("valid")) == f" {DOCS[2]}\n<|endoftext|>"
     assert splits["test"]["utf8_bytes"] == len(f" {DOCS[3]}\n".encode())
     assert not (data.path / "hf-cache").exists()  # the download cache is not kept
+    from atat_cli.cli.app import main
+
+    assert main(["data", "info", "wikitext2", "--json"]) == 0
+    assert "wt_detokenizer" in json.loads(capsys.readouterr().out)["vs_mdlm"]
+    assert main(["data", "info", "wikitext2"]) == 0
+    assert "vs MDLM" in capsys.readouterr().out
 
 
 def test_pydocs():

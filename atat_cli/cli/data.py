@@ -123,8 +123,12 @@ def info(
 
 def _show(data, json_out: bool) -> None:
     """A prepared corpus as a table (or JSON: its meta plus "path") on stdout."""
+    from ..data.registry import CORPORA
+
+    spec = CORPORA.get(data.meta["name"])
+    vs_mdlm = spec.vs_mdlm if spec is not None else ""
     if json_out:
-        print_json({**data.meta, "path": str(data.path)})
+        print_json({**data.meta, "path": str(data.path)} | ({"vs_mdlm": vs_mdlm} if vs_mdlm else {}))
         return
 
     from rich.table import Table
@@ -144,4 +148,6 @@ def _show(data, json_out: bool) -> None:
         floor = meta["entropy_floor"]
         out.print(f"floor      {floor['bits_per_byte']:.4f} bits/byte, below which no model goes "
                   f"({floor['how']})", highlight=False)
+    if vs_mdlm:
+        out.print(f"vs MDLM    {vs_mdlm}", highlight=False)
     out.print(f"path       {data.path}", highlight=False)
