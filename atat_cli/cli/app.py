@@ -68,12 +68,12 @@ def build_app() -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns errors into `Error: ...` lines and exit codes."""
-    import click
     from rich.markup import escape
 
     from atat_cli.cli.output import err
     from atat_cli.errors import AtatError
 
+    Exit, Abort, ClickException = _click_exceptions()
     argv = sys.argv[1:] if argv is None else argv
     try:
         result = build_app()(args=argv, prog_name="atat", standalone_mode=False)
@@ -85,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         if e.hint:
             err.print(f"[bold]Hint:[/] {escape(e.hint)}", highlight=False)
         code = 1
-    except click.exceptions.Exit as e:
+    except Exit as e:
         code = e.exit_code
-    except click.exceptions.Abort:
+    except Abort:
         err.print("Aborted.")
         code = 130
-    except click.ClickException as e:
+    except ClickException as e:
         e.show()
         code = e.exit_code
     except KeyboardInterrupt:
@@ -103,6 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         err.print("[bold]Hint:[/] rerun with --debug (or ATAT_DEBUG=1) for the traceback", highlight=False)
         code = 1
     return code
+
+
+def _click_exceptions() -> tuple[type, type, type]:
+    """(Exit, Abort, ClickException) of the click that typer runs on: click itself before typer
+    0.26, typer's own copy of it (typer._click) from 0.26 on."""
+    try:
+        from typer._click.exceptions import ClickException
+        from typer.exceptions import Abort, Exit
+    except ImportError:
+        from click.exceptions import Abort, ClickException, Exit
+    return Exit, Abort, ClickException
 
 
 def run() -> None:
