@@ -175,11 +175,26 @@ def test_data_constrained_grid_repeats_a_fixed_slice(atat_home, capsys, tmp_path
     assert {name: (r["tokens"], r["steps"], r["epochs"]) for name, r in runs.items()} == {
         "ar_e1": (256, 2, 1), "ar_e2": (512, 4, 2), "mdlm_e2": (512, 4, 2)}
     assert "(2 epochs)" in (out / "report.md").read_text() and (out / "epochs.png").stat().st_size > 0
+    assert "| epochs | tokens | ar | mdlm | lower |" in (out / "report.md").read_text()
     assert "unique_tokens: 256" in (out / "ar_e2" / "seed0" / "config.yaml").read_text()
     from atat_cli.config import load_config
     from atat_cli.training import Trainer
     cfg = load_config("test", "mdlm", overrides=["data.name=tinytext", "data.unique_tokens=256"])
     assert len(Trainer(cfg, progress=False, log=lambda *a, **k: None).train_blocks) == 8
+
+
+def test_epochs_table_says_which_method_is_lower_beyond_the_spread():
+    from atat_cli.ablation.report import epochs_table
+
+    def row(method, epochs, bpb, std):
+        return {"method": method, "epochs": epochs, "tokens": 100 * (epochs or 1), "bits_per_byte": bpb, "bits_per_byte_std": std}
+
+    table = epochs_table({"rows": [row("ar", 1, 2.0, 0.1), row("mdlm", 1, 2.5, 0.1),
+                                   row("ar", 4, 1.0, 0.2), row("mdlm", 4, 1.1, 0.2), row("ar", 16, 1.2, 0.01)]})
+    lines = table.splitlines()
+    assert lines[2].endswith("| ar |") and lines[3].endswith("| no difference |")
+    assert lines[4].startswith("| 16 | 1,600 | 1.2000 ± 0.0100 | n/a |")
+    assert epochs_table({"rows": [row("ar", None, 1.0, 0.0)]}) == ""
 
 
 def test_unique_tokens_slice_and_its_bad_values(tmp_path):

@@ -108,13 +108,35 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def epochs_table(report: dict) -> str:
+    """The data-constrained view: one row per epoch count, each method's bits/byte, and which is
+    lower beyond the seeds' combined spread ("no difference" otherwise); "" without epochs."""
+    rows = [r for r in report["rows"] if r.get("epochs") is not None]
+    if not rows:
+        return ""
+    methods = sorted({r["method"] for r in rows})
+    cell = {(r["epochs"], r["method"]): r for r in rows}
+    lines = [f"| epochs | tokens | {' | '.join(methods)} | lower |", "| ---: | ---: |" + " ---: |" * len(methods) + " --- |"]
+    for epochs in sorted({r["epochs"] for r in rows}):
+        present = [cell[(epochs, m)] for m in methods if (epochs, m) in cell]
+        values = " | ".join(f"{_fmt(cell[(epochs, m)]['bits_per_byte'])} ± {_fmt(cell[(epochs, m)]['bits_per_byte_std'])}"
+                            if (epochs, m) in cell else "n/a" for m in methods)
+        best, *rest = sorted(present, key=lambda r: r["bits_per_byte"])
+        lower = "n/a" if not rest else (
+            best["method"] if all(o["bits_per_byte"] - best["bits_per_byte"] > o["bits_per_byte_std"] + best["bits_per_byte_std"]
+                                  for o in rest) else "no difference")
+        lines.append(f"| {epochs} | {present[0]['tokens']:,} | {values} | {lower} |")
+    return "\n".join(lines)
+
+
 def write_report(report: dict, out: Path) -> list[Path]:
     from atat_cli.viz.curves import plot_bits_against_epochs, plot_validation_curves
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(markdown_table(report) + "\n")
+    by_epochs = epochs_table(report)
+    (out / "report.md").write_text(markdown_table(report) + "\n" + (f"\n{by_epochs}\n" if by_epochs else ""))
     with open(out / "report.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
