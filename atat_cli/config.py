@@ -41,6 +41,7 @@ class ModelConfig:
     d_state: int = doc(16, "dimamba: SSM state size N per channel (the scan is done with mamba-ssm's CUDA kernel if installed, else in PyTorch).")
     d_conv: int = doc(4, "dimamba: width of the depthwise causal convolution before each scan.")
     expand: int = doc(1, "dimamba: mixer width as a multiple of d_model; 1 keeps a block's parameters near the DiT's (Mamba without an MLP uses 2).")
+    compile_scan: bool = doc(False, "dimamba: run the PyTorch scan's chunk step through torch.compile (on a CPU several times faster per scan, after a one-off compile; needs a C++ compiler, else it warns and runs eager). The mamba-ssm CUDA kernel, when used, is unaffected.")
     time_input: str = doc("rate", "dit: what the time embedding is fed: rate (1000 x the masking rate 1 - alpha(t), atat's own), sigma (MDLM's total noise -log(1 - rate), unscaled, the rate capped at 0.999) or none (zero: MDLM's time_conditioning=false, the noise level is ignored). Set by `atat import mdlm`.")
     norm_weight: bool = doc(False, "dit: a learnable per-channel weight, no bias, on the adaLN-modulated LayerNorms (MDLM's own LayerNorm); false: none, adaLN's scale alone. Set by `atat import mdlm`.")
 
@@ -242,6 +243,8 @@ class RunConfig:
         require((m.time_input == "rate" and not m.norm_weight) or (m.backbone == "dit" and self.method != "ar"),
                 "model.time_input and model.norm_weight are switches of the DiT denoiser (for imported MDLM models)",
                 "keep model.time_input=rate and model.norm_weight=false with model.backbone=dimamba or --method ar")
+        require(not m.compile_scan or m.backbone == "dimamba", "model.compile_scan compiles DiMamba's scan",
+                "use it with model.backbone=dimamba")
         require(m.d_state >= 1 and m.d_conv >= 1 and m.expand >= 1,
                 "model.d_state, model.d_conv and model.expand must be at least 1")
         require(0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)")

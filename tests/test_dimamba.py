@@ -10,6 +10,7 @@ from atat_cli.cli.app import main
 from atat_cli.config import load_config
 from atat_cli.errors import AtatError
 from atat_cli.models import DiMamba, build_model
+from atat_cli.models import selective_scan as selective_scan_module
 from atat_cli.models.selective_scan import _mamba_kernel, chunked_scan, selective_scan
 from atat_cli.training import Trainer
 
@@ -67,6 +68,35 @@ def test_chunked_scan_gradients_match_the_sequential_scan():
     (sequential_scan(*inputs) * weights).sum().backward()
     for name, a, b in zip("u delta A B C D".split(), ours, (t.grad for t in inputs)):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), name
+
+
+@pytest.mark.slow  # compiling forward and backward takes half a minute on 2 cores
+def test_compiled_scan_matches_the_sequential_scan_with_gradients():
+    inputs = scan_inputs(batch=2, T=11, d_inner=3, d_state=2, requires_grad=True)
+    weights = torch.randn(2, 11, 3, generator=torch.Generator().manual_seed(5))
+    y = chunked_scan(*inputs, chunk=4, compiled=True)
+    assert not selective_scan_module._COMPILE_FAILED, selective_scan_module._COMPILE_FAILED
+    (y * weights).sum().backward()
+    ours = [t.grad.clone() for t in inputs]
+    for t in inputs:
+        t.grad = None
+    reference = sequential_scan(*inputs)
+    (reference * weights).sum().backward()
+    assert torch.allclose(y, reference, atol=1e-5, rtol=0)
+    for name, a, b in zip("u delta A B C D".split(), ours, (t.grad for t in inputs)):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), name
+
+
+def test_compile_failure_falls_back_to_the_eager_scan(monkeypatch):
+    def broken(*args):
+        raise torch._dynamo.exc.TorchDynamoException("no C++ compiler found")
+
+    monkeypatch.setattr(selective_scan_module, "_compiled_step", lambda: broken)
+    monkeypatch.setattr(selective_scan_module, "_COMPILE_FAILED", [])
+    inputs = scan_inputs()
+    with pytest.warns(RuntimeWarning, match="compiling the scan failed"):
+        y = chunked_scan(*inputs, chunk=8, compiled=True)
+    assert torch.allclose(y, sequential_scan(*inputs), atol=1e-5, rtol=0)
 
 
 def test_scan_under_bf16_autocast_keeps_the_recurrence_in_fp32():
@@ -192,6 +222,8 @@ def test_bad_backbone_settings_are_refused():
         load_config("test", "ar", overrides=["model.backbone=dimamba"])
     with pytest.raises(AtatError, match="d_state"):
         load_config("test", overrides=["model.backbone=dimamba", "model.d_state=0"])
+    with pytest.raises(AtatError, match="compile_scan compiles DiMamba's scan"):
+        load_config("test", overrides=["model.compile_scan=true"])
     model, _ = random_dimamba()
     with pytest.raises(AtatError, match="no cached decoding"):
         model(torch.zeros(1, 8, dtype=torch.long), torch.rand(1), kv_caches=[{}, {}])

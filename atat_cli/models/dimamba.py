@@ -40,9 +40,10 @@ class SelectiveSSM(nn.Module):
     the selective scan with token-dependent step size delta and projections B, C."""
 
     def __init__(self, d_inner: int, d_state: int, d_conv: int, dt_rank: int, dt_min: float = 1e-3,
-                 dt_max: float = 0.1):
+                 dt_max: float = 0.1, compile_scan: bool = False):
         super().__init__()
         self.d_state = d_state
+        self.compile_scan = compile_scan  # the PyTorch scan's chunk step through torch.compile
         self.dt_rank = dt_rank  # delta = softplus(dt_proj(x_proj(u))) is low rank, as in Mamba
         # Causal: pad d_conv - 1 on both sides and keep the first T outputs, so position t sees t - d_conv + 1 .. t.
         self.conv = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1)
@@ -65,18 +66,18 @@ class SelectiveSSM(nn.Module):
         u = F.silu(self.conv(u.transpose(1, 2))[..., :T].transpose(1, 2))  # (B, T, Di)
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt).float())  # (B, T, Di) step sizes > 0
-        return selective_scan(u, delta, -torch.exp(self.A_log.float()), B, C, self.D)
+        return selective_scan(u, delta, -torch.exp(self.A_log.float()), B, C, self.D, compiled=self.compile_scan)
 
 
 class BiMamba(nn.Module):
     """The bidirectional mixer: a forward and a backward SSM on one shared input projection."""
 
-    def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int):
+    def __init__(self, d_model: int, d_state: int, d_conv: int, expand: int, compile_scan: bool = False):
         super().__init__()
         d_inner, dt_rank = expand * d_model, math.ceil(d_model / 16)  # Mamba's widths
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)  # u and the gate z
-        self.forward_ssm = SelectiveSSM(d_inner, d_state, d_conv, dt_rank)
-        self.backward_ssm = SelectiveSSM(d_inner, d_state, d_conv, dt_rank)
+        self.forward_ssm = SelectiveSSM(d_inner, d_state, d_conv, dt_rank, compile_scan=compile_scan)
+        self.backward_ssm = SelectiveSSM(d_inner, d_state, d_conv, dt_rank, compile_scan=compile_scan)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,12 +89,12 @@ class BiMamba(nn.Module):
 class DiMambaBlock(nn.Module):
     """The DiT block (models/layers.py, Block) with BiMamba in place of attention."""
 
-    def __init__(self, d_model, mlp_ratio, dropout, cond_dim, d_state, d_conv, expand):
+    def __init__(self, d_model, mlp_ratio, dropout, cond_dim, d_state, d_conv, expand, compile_scan=False):
         super().__init__()
         # Under adaLN the affine part comes from the time embedding, so the norms carry none.
         self.norm1 = nn.LayerNorm(d_model, elementwise_affine=False)
         self.norm2 = nn.LayerNorm(d_model, elementwise_affine=False)
-        self.mixer = BiMamba(d_model, d_state, d_conv, expand)
+        self.mixer = BiMamba(d_model, d_state, d_conv, expand, compile_scan)
         self.mlp = MLP(d_model, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)
         self.adaLN = nn.Linear(cond_dim, 6 * d_model)
@@ -118,7 +119,8 @@ class DiMamba(nn.Module):
         self.embed = nn.Embedding(vocab_size + 1, cfg.d_model)
         self.time = TimeEmbedding(cfg.cond_dim)
         self.blocks = nn.ModuleList(
-            DiMambaBlock(cfg.d_model, cfg.mlp_ratio, cfg.dropout, cfg.cond_dim, cfg.d_state, cfg.d_conv, cfg.expand)
+            DiMambaBlock(cfg.d_model, cfg.mlp_ratio, cfg.dropout, cfg.cond_dim, cfg.d_state, cfg.d_conv, cfg.expand,
+                         cfg.compile_scan)
             for _ in range(cfg.n_layers)
         )
         self.final = FinalLayer(cfg.d_model, vocab_size + 1, cfg.cond_dim)

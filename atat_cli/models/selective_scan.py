@@ -22,6 +22,7 @@ recurrence always runs in fp32, also under bf16 autocast.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -29,13 +30,14 @@ import torch.nn.functional as F
 SCAN_CHUNK = 32  # positions per chunk: log2(32) = 5 doubling steps each, and few chunks to carry between
 
 
-def selective_scan(u, delta, A, B, C, D, chunk: int = SCAN_CHUNK, kernel: str = "auto") -> torch.Tensor:
+def selective_scan(u, delta, A, B, C, D, chunk: int = SCAN_CHUNK, kernel: str = "auto",
+                   compiled: bool = False) -> torch.Tensor:
     """u, delta: (B, T, Di); A: (Di, N); B, C: (B, T, N); D: (Di,) -> y (B, T, Di) in u's dtype.
     kernel: auto (mamba-ssm's CUDA kernel when installed and u is on CUDA, else `chunked_scan`)
-    or torch (always `chunked_scan`)."""
+    or torch (always `chunked_scan`). compiled: `chunked_scan` with its chunk step compiled."""
     fused = _mamba_kernel() if kernel == "auto" and u.is_cuda else None
     if fused is None:
-        return chunked_scan(u, delta, A, B, C, D, chunk)
+        return chunked_scan(u, delta, A, B, C, D, chunk, compiled)
     # The kernel takes channels before positions: (B, Di, T) and (B, N, T); A and D stay fp32.
     dtype = u.dtype
     y = fused(u.transpose(1, 2).contiguous(), delta.to(dtype).transpose(1, 2).contiguous(), A.float(),
@@ -54,14 +56,37 @@ def _mamba_kernel():
     return selective_scan_fn  # pragma: no cover
 
 
-def chunked_scan(u, delta, A, B, C, D, chunk: int = SCAN_CHUNK) -> torch.Tensor:
+def chunked_scan(u, delta, A, B, C, D, chunk: int = SCAN_CHUNK, compiled: bool = False) -> torch.Tensor:
     """The selective scan in PyTorch (shapes as in `selective_scan`). The Python loop runs over
-    ceil(T / chunk) chunks, never over positions. The recurrence runs in fp32."""
+    ceil(T / chunk) chunks, never over positions. The recurrence runs in fp32. compiled: each
+    chunk's step runs through torch.compile, which fuses the doubling steps' elementwise passes
+    over the (B, chunk, Di, N) tensors (the eager step is memory-bound); if compiling fails (no
+    C++ compiler, an unsupported backend) it warns once and the eager step runs."""
     out_dtype = u.dtype
     with torch.autocast(u.device.type, enabled=False):
         u, delta, B, C, A, D = (t.float() for t in (u, delta, B, C, A, D))
-        y = _ChunkedScan.apply(u, delta, A, B, C, chunk) + u * D  # (B, T, Di)
+        y = _ChunkedScan.apply(u, delta, A, B, C, chunk, compiled) + u * D  # (B, T, Di)
     return y.to(out_dtype)
+
+
+_COMPILE_FAILED: list[str] = []  # why the compiled chunk step fell back to eager, once per process
+
+
+@functools.cache
+def _compiled_step():
+    return torch.compile(_scan_chunk, dynamic=None)
+
+
+def _step(compiled: bool, *args):
+    """One chunk of the scan, compiled when asked and possible."""
+    if compiled and not _COMPILE_FAILED:
+        try:
+            return _compiled_step()(*args)
+        except torch._dynamo.exc.TorchDynamoException as e:  # the compiler, not the math, failed
+            _COMPILE_FAILED.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            warnings.warn(f"model.compile_scan: compiling the scan failed ({_COMPILE_FAILED[0]}); "
+                          "the eager scan runs instead", RuntimeWarning, stacklevel=2)
+    return _scan_chunk(*args)
 
 
 class _ChunkedScan(torch.autograd.Function):
@@ -75,15 +100,15 @@ class _ChunkedScan(torch.autograd.Function):
     16), where the same forward under no_grad stays flat."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, chunk):
+    def forward(ctx, u, delta, A, B, C, chunk, compiled):
         h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])  # (B, Di, N) the state entering a chunk
         entering, ys = [], []
         for t0 in range(0, u.shape[1], chunk):
             entering.append(h)
-            y, h = _scan_chunk(*_chunk_of(t0, chunk, u, delta, B, C), A, h)
+            y, h = _step(compiled, *_chunk_of(t0, chunk, u, delta, B, C), A, h)
             ys.append(y)
         ctx.save_for_backward(u, delta, A, B, C, torch.stack(entering))
-        ctx.chunk = chunk
+        ctx.chunk, ctx.compiled = chunk, compiled
         return torch.cat(ys, dim=1)
 
     @staticmethod
@@ -98,7 +123,7 @@ class _ChunkedScan(torch.autograd.Function):
             with torch.enable_grad():
                 parts = [t.detach().requires_grad_() for t in _chunk_of(t0, chunk, u, delta, B, C)]
                 a_in, h_in = A.detach().requires_grad_(), entering[i].detach().requires_grad_(i > 0)
-                y, h_out = _scan_chunk(*parts, a_in, h_in)
+                y, h_out = _step(ctx.compiled, *parts, a_in, h_in)
                 outputs, grads = [y], [dy[:, t0 : t0 + chunk]]
                 if dh is not None:
                     outputs.append(h_out)
@@ -109,7 +134,7 @@ class _ChunkedScan(torch.autograd.Function):
                 full[:, t0 : t0 + chunk] = g
             dA += got[4]
             dh = got[5] if i > 0 else None
-        return du, ddelta, dA, dB, dC, None
+        return du, ddelta, dA, dB, dC, None, None
 
 
 def _chunk_of(t0: int, chunk: int, u, delta, B, C):
