@@ -15,25 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
 import torch
+from train_throughput import machine_info  # benchmarks/ is on sys.path when run as a script
 
 from atat_cli.config import load_config
 from atat_cli.device import resolve_precision
 from atat_cli.training import Trainer
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -64,12 +54,11 @@ def main() -> None:
     cfg = trainers["eager"].cfg
     tokens = cfg.train.batch_size * cfg.model.seq_len
     median = {name: statistics.median(t) for name, t in times.items()}
-    result = {"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "precision": resolve_precision(cfg.train.precision, torch.device("cpu")), "size": args.size,
+    result = {**machine_info(), "precision": resolve_precision(cfg.train.precision, torch.device("cpu")), "size": args.size,
               "tokens_per_step": tokens, "warmup_s": warmup_s, "step_s": times, "median_step_s": median,
               "speedup": median["eager"] / median["compiled"], "load_before": load_before,
               "load_after": os.getloadavg()}
-    print(f"{result['cpu']}, torch {result['torch']}, {result['threads']} threads, {result['precision']}, "
+    print(f"{result.get('cpu', 'unknown CPU')}, torch {result['torch']}, {result['threads']} threads, {result['precision']}, "
           f"DiMamba {args.size}, {tokens} tokens/step; load average {load_before} -> {result['load_after']}")
     print("| scan | median step s (n) | tokens/s | warm-up s (incl. compile) |\n|---|---:|---:|---:|")
     for name in trainers:
