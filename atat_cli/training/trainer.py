@@ -80,8 +80,9 @@ def clip_groups(model) -> list[list[torch.nn.Parameter]]:
     step and an ATAT run's denoiser trains as MDLM's would for the same losses."""
     if not isinstance(model, ATATModel):
         return [list(model.parameters())]
-    parts = (model.denoiser, model.estimator, model.token_schedule)
-    return [list(part.parameters()) for part in parts if part is not None and any(True for _ in part.parameters())]
+    groups = [list(part.parameters()) for part in (model.denoiser, model.estimator, model.token_schedule)
+              if part is not None]
+    return [group for group in groups if group]
 
 
 class Trainer:
