@@ -139,9 +139,10 @@ class TokensConfig:
 
 @dataclass
 class ScheduleConfig:
-    kind: str = doc("uniform", "Per-token masking schedule: uniform (every token at the rate r(t), MDLM), frequency (token id v masked with probability r(t)^w_v, w_v from training-split frequencies) or learned (GenMD4: w_v >= 1 learned, starting at ~1, through the bound and a leave-one-out score-function term, each step masking the batch's first half twice); both trained and reported with the NELBO of their own forward process.")
+    kind: str = doc("uniform", "Masking schedule: uniform (every token at the rate r(t), MDLM), frequency (token id v masked with probability r(t)^w_v, w_v from training-split frequencies), learned (GenMD4: w_v >= 1 learned, starting at ~1, through the bound and a leave-one-out score-function term, each step masking the batch's first half twice) or position (position i masked with probability clip((r(t) - a_i) / window, 0, 1), a_i = (1 - window) (1 - i / (L - 1)): the reverse process reveals each block from the left); all trained and reported with the NELBO of their own forward process.")
     strength: float = doc(0.5, "frequency: w_v = (f_v / typical f)^strength clipped to [1, max_exponent]: tokens more frequent than typical stay clean longer, the rest keep the base rate.")
     max_exponent: float = doc(4.0, "Largest exponent w_v.")
+    window: float = doc(0.25, "position: the share of the base rate over which each position goes from clean to masked, in (0, 1]; 1 is MDLM, towards 0 the reverse process reveals the block left to right.")
 
 
 @dataclass
@@ -177,6 +178,8 @@ class ATATConfig:
         require(tm.signal in ("loss", "grad"), f"unknown time signal '{tm.signal}'", "choose loss or grad")
         require(sc.kind in TOKEN_SCHEDULES, f"unknown token schedule '{sc.kind}'",
                 f"choose one of: {', '.join(TOKEN_SCHEDULES)}")
+        require(0 < sc.window <= 1, f"atat.schedule.window must be in (0, 1] (got {sc.window})",
+                "1 is MDLM's uniform masking; smaller windows reveal each block more left to right")
         needs_importance = [name for name, on in (("masking.strategy=" + m.strategy, m.strategy != "uniform"),
                                                    ("curriculum", c.enabled),
                                                    (f"tokens.keep={tk.keep}", tk.keep < 1)) if on]
@@ -298,12 +301,12 @@ MASKING_STRATEGIES = ("uniform", "importance", "inverse", "position")
 IMPORTANCE_TARGETS = ("rank", "loss", "masked")
 SCHEDULES = ("loglinear", "cosine")
 PARAMETERIZATIONS = ("subs", "d3pm", "sedd")  # diffusion.parameterization: diffusion/subs.py, d3pm.py, sedd.py
-TOKEN_SCHEDULES = ("uniform", "frequency", "learned")
+TOKEN_SCHEDULES = ("uniform", "frequency", "learned", "position")
 TIME_PROPOSALS = ("uniform", "adaptive", "bell")
 # What an ATAT objective is, by ATATConfig.kind(): shown by `atat config show` and `atat eval`.
 OBJECTIVE_KINDS = {
     "unbiased": "an unbiased estimate of the uniform-masking NELBO (the same optimum as MDLM)",
-    "own-bound": "a valid NELBO of its own forward process (per-token schedule), reported beside the uniform one",
+    "own-bound": "a valid NELBO of its own forward process (per-token or per-position schedule), reported beside the uniform one",
     "neither": "neither a bound nor an unbiased estimate of one (x0-dependent masking or weights, or t reweighted)",
 }
 

@@ -36,6 +36,7 @@ from atat_cli.training import Trainer
 VARIANTS = {"MDLM": ("mdlm", None), "time_grad": ("atat", "atat/time_grad"), "time": ("atat", "atat/time"),
             "time_bell": ("atat", "atat/time_bell"), "tokens": ("atat", "atat/tokens"),
             "frequency": ("atat", "atat/frequency"), "learned": ("atat", "atat/learned"),
+            "position": ("atat", "atat/position"),
             "seed": ("atat", "atat/seed")}
 
 

@@ -363,7 +363,7 @@ def test_ancestral_sampling_follows_the_per_token_schedule():
     x = torch.full((4000, 8), mask_id)
     g = torch.Generator().manual_seed(0)
     settings = SamplerSettings(steps=32)
-    followed = sample(denoiser, x, mask_id, settings, generator=g, token_exponents=schedule.exponents).tokens
+    followed = sample(denoiser, x, mask_id, settings, generator=g, token_schedule=schedule).tokens
     ignored = sample(denoiser, x, mask_id, settings, generator=g).tokens
     freq = lambda tokens: torch.bincount(tokens.flatten(), minlength=len(P)).double() / tokens.numel()  # noqa: E731
     se = (P * (1 - P) / x.numel()).sqrt()

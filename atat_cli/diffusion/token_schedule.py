@@ -56,6 +56,8 @@ class TokenSchedule(nn.Module):
     score-function term for the masking it samples; see `paired_loss`). Either way they are saved
     with the model, so eval and sampling follow the same schedule."""
 
+    by_position = False
+
     def __init__(self, vocab_size: int, log_exponents: torch.Tensor | None = None, learned: bool = False):
         super().__init__()
         self.learned = learned
@@ -80,6 +82,14 @@ class TokenSchedule(nn.Module):
         log_masked = self.exponents[x0] * torch.log(rate.float())[:, None]  # (B, T) log r^{w_x} < 0
         log_kept = torch.log(-torch.expm1(log_masked))  # log(1 - r^{w_x}), accurate as r^{w_x} -> 1
         return torch.where(masked, log_masked, log_kept).sum(dim=1)
+
+    def scored(self, masked: torch.Tensor, mask_prob: torch.Tensor) -> torch.Tensor:
+        """Every masked position carries a bound term (r^{w_x} < 1 whenever r < 1)."""
+        return masked
+
+    def row_weights(self, at: torch.Tensor, rate: torch.Tensor, loss_weight: torch.Tensor) -> torch.Tensor:
+        """(N,) the base weight w(t) of each row's sequence at the positions `at` (B, T)."""
+        return loss_weight[at.nonzero(as_tuple=True)[0]]
 
     def bound_terms(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor):
         """Rows at masked positions: logits (N, V) over the real vocabulary, target (N,) the clean

@@ -1,7 +1,7 @@
 """Networks: the denoisers (the DiT, or DiMamba with model.backbone=dimamba), the AR baseline, ATAT's
 importance estimator, and shared blocks."""
 
-from atat_cli.diffusion import TokenSchedule, frequency_exponents
+from atat_cli.diffusion import PositionSchedule, TokenSchedule, frequency_exponents
 from atat_cli.models.ar import ARModel
 from atat_cli.models.dimamba import DiMamba
 from atat_cli.models.dit import DiT
@@ -33,6 +33,8 @@ def build_model(cfg, vocab_size: int, token_counts=None):
         token_schedule = TokenSchedule(vocab_size, exponents)
     elif cfg.atat.schedule.kind == "learned":
         token_schedule = TokenSchedule(vocab_size, learned=True)
+    elif cfg.atat.schedule.kind == "position":
+        token_schedule = PositionSchedule(cfg.model.seq_len, cfg.atat.schedule.window)
     return ATATModel(denoiser, estimator, token_schedule)
 
 
@@ -42,7 +44,7 @@ def importance_estimator_of(model):
 
 
 def token_schedule_of(model):
-    """The per-token masking schedule inside a built model, or None (uniform masking)."""
+    """The per-token or per-position masking schedule inside a built model, or None (uniform masking)."""
     return model.token_schedule if isinstance(model, ATATModel) else None
 
 

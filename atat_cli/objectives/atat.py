@@ -4,10 +4,12 @@ Per step, for clean x0 (B, T):
   1. times t from a proposal pi(t), each sequence weighted by 1/pi(t) (`atat.time`,
      atat/time_proposal.py: adaptive, following the RMS loss or the RMS logit-gradient norm per
      time bin, or a fixed bell), or MDLM's antithetic uniform times;
-  2. masking at the base rate r(t), or per token at r(t)^{w_x} (`atat.schedule`,
+  2. masking at the base rate r(t), per token at r(t)^{w_x} (`atat.schedule`,
      diffusion/token_schedule.py: exponents from corpus frequencies, or learned as in GenMD4, for
      which the batch's first half is masked twice at the same times and the leave-one-out
-     score-function term trains w: same compute per step, half the distinct sequences);
+     score-function term trains w: same compute per step, half the distinct sequences), or per
+     position in a window of the base rate that sweeps the block left to right
+     (diffusion/position_schedule.py);
   3. the estimator scores x_t (never x0) and, with `atat.tokens.keep` < 1, a subset of the masked
      positions is sampled in proportion to its predicted loss and reweighted by 1/q
      (atat/token_subset.py): the head and the cross-entropy run on those rows only;
@@ -17,7 +19,8 @@ Per step, for clean x0 (B, T):
 What the loss estimates (`ATATConfig.kind()`):
   - uniform schedule: an unbiased estimate of the uniform-masking NELBO (steps 1 and 3 only move
     where samples fall and reweight them), so MDLM's optimum and MDLM's number;
-  - per-token schedule: an unbiased estimate of that process's own NELBO, a valid bound too;
+  - per-token or per-position schedule: an unbiased estimate of that process's own NELBO, a valid
+    bound too;
   - `time.reweight=false`: the per-t terms reweighted by pi(t): same minimiser, but neither.
 With every part off, the computation and the random draws are MDLM's.
 """
@@ -85,8 +88,10 @@ class ATATObjective(DiffusionObjective):
         x_t, masked = mask_tokens(x0, mask_prob, self.mask_id, generator)
         s = estimator(x_t, rate) if estimator is not None else None
         scored, q = masked, None
+        if token_schedule is not None:  # a position masked with certainty has no term
+            scored = token_schedule.scored(masked, mask_prob)
         if cfg.tokens.keep < 1:
-            scored, q = sample_kept(s.detach(), masked, cfg.tokens.keep, cfg.tokens.floor, generator)
+            scored, q = sample_kept(s.detach(), scored, cfg.tokens.keep, cfg.tokens.floor, generator)
         logits = model(x_t, rate, at=scored)  # the head runs at the scored positions only
         nll, terms = masked_terms(logits, x0, scored, t, self.schedule, self.mask_id, token_schedule)
         if q is not None:

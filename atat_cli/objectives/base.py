@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from atat_cli.diffusion import (
     NoiseSchedule,
+    PositionSchedule,
     TokenSchedule,
     build_schedule,
     mask_tokens,
@@ -76,7 +77,7 @@ class NelboTerms:
     """One forward pass of the denoiser on x0 masked at times t, and its NELBO terms."""
 
     logits: torch.Tensor  # (N, V): the real vocabulary's logits at the N masked positions, row-major order
-    masked: torch.Tensor  # (B, T) bool: positions replaced by the mask id
+    masked: torch.Tensor  # (B, T) bool: masked positions with a term (all masked ones, but for a per-position schedule)
     nll: torch.Tensor  # (B, T) -log p(x0_i | x_t) at masked positions, 0 elsewhere (fp32)
     terms: torch.Tensor  # (B, T) the NELBO's per-token terms: their mean over all tokens is the NELBO
     x_t: torch.Tensor  # (B, T) the noisy input
@@ -84,7 +85,7 @@ class NelboTerms:
 
 def nelbo_terms(model, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule, mask_id: int,
                 generator: torch.Generator, mask_prob: torch.Tensor | None = None,
-                token_schedule: TokenSchedule | None = None) -> NelboTerms:
+                token_schedule: TokenSchedule | PositionSchedule | None = None) -> NelboTerms:
     """Mask x0 at times t (B,), with probability 1 - alpha(t) per token unless `mask_prob` (B, T)
     or a per-token `token_schedule` says otherwise, run the model on x_t and the noise level, and
     weight the masked tokens' NLL by w(t) = -alpha'(t) / (1 - alpha(t)) (or take the per-token
@@ -93,20 +94,22 @@ def nelbo_terms(model, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedul
     if token_schedule is not None:
         mask_prob = token_schedule.mask_prob(rate, x0)
     x_t, masked = mask_tokens(x0, rate[:, None] if mask_prob is None else mask_prob, mask_id, generator)
+    if token_schedule is not None:  # a position masked with certainty has no term
+        masked = token_schedule.scored(masked, mask_prob)
     logits = model(x_t, rate, at=masked)  # the head runs at masked positions only
     nll, terms = masked_terms(logits, x0, masked, t, schedule, mask_id, token_schedule)
     return NelboTerms(logits, masked, nll, terms, x_t)
 
 
 def masked_terms(logits, x0, at, t, schedule: NoiseSchedule, mask_id: int,
-                 token_schedule: TokenSchedule | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 token_schedule: TokenSchedule | PositionSchedule | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(nll, terms), both (B, T) fp32 and zero off `at`, from the head's rows `logits` (N, >= V)
     at the positions `at` (B, T): MDLM's w(t) * nll, or the per-token schedule's bound terms."""
     if token_schedule is None:
         nll = masked_token_nll(logits, x0, at, mask_id)
         return nll, nelbo_per_token(nll, t, schedule)
-    sequence = at.nonzero(as_tuple=True)[0]
-    nll, terms = token_schedule.bound_terms(logits[:, :mask_id], x0[at], schedule.loss_weight(t)[sequence])
+    weight = token_schedule.row_weights(at, schedule.mask_rate(t), schedule.loss_weight(t))
+    nll, terms = token_schedule.bound_terms(logits[:, :mask_id], x0[at], weight)
     zeros = torch.zeros(x0.shape, dtype=nll.dtype, device=x0.device)
     return zeros.masked_scatter(at, nll), zeros.masked_scatter(at, terms)
 

@@ -137,8 +137,7 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
                 return trained.importance(x, level).float()
 
     schedule = build_schedule(cfg.diffusion.schedule, cfg.diffusion.eps) if not is_ar else None
-    token_schedule = token_schedule_of(model)  # a per-token schedule: ancestral sampling follows it
-    token_exponents = token_schedule.exponents if token_schedule is not None else None
+    token_schedule = token_schedule_of(model)  # a per-token or per-position schedule: ancestral sampling follows it
     cache_layers = cfg.model.n_layers if cache == "dual" else None
     rows, steps, nfes, trajectories, total_nfe = [], [], [], [], 0
     _sync(device)
@@ -155,7 +154,7 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
                         progress(b0 + B * fraction, num_samples)
 
                 out = _generate_blocks(denoiser, x, layout, seq_len, block_size, settings, generator,
-                                       importance, schedule, record, block_done, token_exponents, cache_layers,
+                                       importance, schedule, record, block_done, token_schedule, cache_layers,
                                        parameterization)
             rows += out.tokens.tolist()
             steps += out.row_steps.tolist()
@@ -183,7 +182,7 @@ def preview(trained, length: int = 64, seed: int = 0) -> str:
 
 
 def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings, generator, importance, schedule,
-                     record, block_done=lambda fraction: None, token_exponents=None, cache_layers=None,
+                     record, block_done=lambda fraction: None, token_schedule=None, cache_layers=None,
                      parameterization="subs"):
     """Fill the layout left to right in blocks, each sampled inside a window of one context; with
     `cache_layers` (the DiT's depth) each block decodes through a fresh dual cache; the logits are
@@ -207,7 +206,7 @@ def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings,
         block_denoiser = denoiser if cache_layers is None else DualCacheDenoiser(denoiser, start - w0, end - w0,
                                                                                  cache_layers)
         out = sample(block_denoiser, x[:, w0:w1], mask_id, settings, fill=fill, generator=generator,
-                     importance=importance, schedule=schedule, token_exponents=token_exponents,
+                     importance=importance, schedule=schedule, token_schedule=token_schedule,
                      parameterization=parameterization, record=record)
         before = x.clone() if record else None
         x[:, w0:w1] = out.tokens

@@ -237,14 +237,15 @@ def check_parameterization(parameterization: str, settings: SamplerSettings) -> 
 def sample(denoiser: Denoiser, x: torch.Tensor, mask_id: int, settings: SamplerSettings, *,
            fill: torch.Tensor | None = None, generator: torch.Generator | None = None,
            importance: Importance | None = None, schedule: NoiseSchedule | None = None,
-           token_exponents: torch.Tensor | None = None, parameterization: str = "subs",
+           token_schedule=None, parameterization: str = "subs",
            record: bool = False) -> SampleOutput:
-    """Fill the masked positions of x (B, T); see the module docstring. `token_exponents` (V,):
-    the w_v of a per-token schedule (diffusion/token_schedule.py), which ancestral sampling then
-    follows. `parameterization`: how the denoiser's logits are read (subs, d3pm, sedd)."""
+    """Fill the masked positions of x (B, T); see the module docstring. `token_schedule`: a
+    per-token (diffusion/token_schedule.py) or per-position (diffusion/position_schedule.py)
+    schedule, which ancestral sampling then follows. `parameterization`: how the denoiser's logits
+    are read (subs, d3pm, sedd)."""
     settings.validate()
     check_parameterization(parameterization, settings)
-    if parameterization != "subs" and token_exponents is not None:
+    if parameterization != "subs" and token_schedule is not None:
         raise AtatError("a per-token schedule is an ATAT design on SUBS; it has no d3pm or sedd sampler")
     if settings.sampler == "importance" and importance is None:
         raise AtatError("the importance sampler needs an importance estimator, and this model has none",
@@ -253,7 +254,7 @@ def sample(denoiser: Denoiser, x: torch.Tensor, mask_id: int, settings: SamplerS
     schedule = schedule or LogLinear()
     if settings.sampler == "ancestral":
         return _ancestral(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record,
-                          token_exponents, parameterization)
+                          token_schedule, parameterization)
     if settings.sampler == "remdm":
         return _remdm(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record)
     return _ordered(denoiser, x.clone(), todo, mask_id, settings, generator, importance, schedule, record)
@@ -270,8 +271,10 @@ def _record(trajectory, step, nfe, x, chosen, logits_at_chosen, tokens, imp):
 
 
 def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, importance, schedule, record,
-               token_exponents=None, parameterization="subs"):
-    B = x.shape[0]
+               token_schedule=None, parameterization="subs"):
+    B, T = x.shape
+    by_position = token_schedule is not None and token_schedule.by_position
+    token_exponents = token_schedule.exponents if token_schedule is not None and not by_position else None
     rate = schedule.mask_rate(time_grid(s.steps, s.grid, x.device))  # m(t_i), float64, m(t_steps) = 0
     # (B, T, V + 1) logits in the denoiser's own dtype, per row valid while the row is unchanged.
     # Never copied whole or upcast: only the positions a step reads are (the overhead issue).
@@ -311,8 +314,13 @@ def _ancestral(denoiser, x, todo, mask_id, s: SamplerSettings, generator, import
             at_chosen = cache[chosen][:, :mask_id]
             tokens = sample_categorical(at_chosen, generator, s.temperature, s.top_p)
         elif token_exponents is None:
-            # Reveal each masked token with probability (m(s) - m(t)) / m(s); 1 on the last step.
-            reveal = (rate[i] - rate[i + 1]) / rate[i]
+            # Reveal each masked token with probability (m(t) - m(s)) / m(t); 1 on the last step.
+            # Under a per-position schedule with each position's own m_i, and 1 once m_i(s) = 0.
+            if by_position:
+                m_t, m_s = (token_schedule.rate_at(rate[j].float().reshape(1), T)[0] for j in (i, i + 1))
+                reveal = torch.where(m_t > 0, 1 - m_s / m_t.clamp(min=1e-12), 1.0).double()
+            else:
+                reveal = (rate[i] - rate[i + 1]) / rate[i]
             chosen = todo & (draw < reveal)
             at_chosen = cache[chosen][:, :mask_id]
             tokens = sample_categorical(at_chosen, generator, s.temperature, s.top_p)

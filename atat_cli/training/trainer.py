@@ -371,7 +371,9 @@ class Trainer:
                     val = self.validate()
                     self.objective.observe_validation(val["val_nelbo"])
                     self._write(sinks, {"step": self.step, **val})
-                    bar.note(f"step {self.step}: val {loss_name(cfg.method)} {val['val_nelbo']:.4f} nats/token, {val['val_bpb']:.4f} bits/byte")
+                    own = f"; own-process {val['val_own_nelbo']:.4f} nats/token" if "val_own_nelbo" in val else ""
+                    bar.note(f"step {self.step}: val {loss_name(cfg.method)} {val['val_nelbo']:.4f} nats/token, "
+                             f"{val['val_bpb']:.4f} bits/byte{own}")
                     if self.best_val is None or val["val_nelbo"] < self.best_val:
                         self.best_val = val["val_nelbo"]
                         if self.dist.is_main:
