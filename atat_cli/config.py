@@ -142,7 +142,7 @@ class ScheduleConfig:
     kind: str = doc("uniform", "Masking schedule: uniform (every token at the rate r(t), MDLM), frequency (token id v masked with probability r(t)^w_v, w_v from training-split frequencies), learned (GenMD4: w_v >= 1 learned, starting at ~1, through the bound and a leave-one-out score-function term, each step masking the batch's first half twice) or position (position i masked with probability clip((r(t) - a_i) / window, 0, 1), a_i = (1 - window) (1 - i / (L - 1)): the reverse process reveals each block from the left); all trained and reported with the NELBO of their own forward process.")
     strength: float = doc(0.5, "frequency: w_v = (f_v / typical f)^strength clipped to [1, max_exponent]: tokens more frequent than typical stay clean longer, the rest keep the base rate.")
     max_exponent: float = doc(4.0, "Largest exponent w_v.")
-    window: float = doc(0.25, "position: the share of the base rate over which each position goes from clean to masked, in (0, 1]; 1 is MDLM, towards 0 the reverse process reveals the block left to right.")
+    window: float = doc(0.5, "position: the share of the base rate over which each position goes from clean to masked, in (0, 1]; 1 is MDLM, towards 0 the reverse process reveals the block left to right.")
 
 
 @dataclass

@@ -153,3 +153,53 @@ def test_ancestral_sampling_follows_the_position_schedule():
     freq = torch.bincount(index, minlength=len(SEQS)).double() / len(index)
     se = (JOINT * (1 - JOINT) / len(index)).sqrt()
     assert ((freq - JOINT).abs() < 5 * se + 2e-3).all()
+
+
+# --- decoding block by block (evaluation/block_order.py) --------------------------------------
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3, L])
+def test_block_order_bound_is_the_entropy_for_the_posterior(block_size):
+    """For the exact posterior every decoding order has the source's NLL: the mean over draws is
+    the entropy (exactly, with no spread, at block size 1), whatever the blocks (3 leaves a short one)."""
+    from atat_cli.evaluation.block_order import block_order_nats
+
+    g = torch.Generator().manual_seed(0)
+    x0 = SEQS[torch.multinomial(JOINT.float(), 4000, replacement=True, generator=g)]
+    nats = block_order_nats(MarkovModel(), x0, block_size, MASK, g, rows_per_pass=999)
+    exact = float(-JOINT.log()[torch.tensor([int("".join(map(str, s.tolist())), V3) for s in x0])].mean())
+    assert abs(float(nats.mean()) - exact) < 4 * float(nats.std()) / math.sqrt(len(nats)) + 1e-9, (float(nats.mean()), exact)
+    assert abs(exact - ENTROPY) < 0.1
+    if block_size == 1:
+        assert torch.allclose(nats, -JOINT.log()[torch.tensor([int("".join(map(str, s.tolist())), V3) for s in x0])])
+
+
+def test_block_order_rewards_a_left_to_right_denoiser_only_left_to_right():
+    from atat_cli.evaluation.block_order import block_order_nats
+
+    class LeftOnly(torch.nn.Module):  # exact given the tokens left of the first mask, blind to the rest
+        def forward(self, x_t, level, at=None):
+            first = (x_t == MASK).float().argmax(1, keepdim=True)
+            left = torch.where(torch.arange(L)[None] >= first, MASK, x_t)
+            return _posterior(left).log().float()[at]
+
+    g = torch.Generator().manual_seed(1)
+    x0 = SEQS[torch.multinomial(JOINT.float(), 4000, replacement=True, generator=g)]
+    in_order = float(block_order_nats(LeftOnly(), x0, 1, MASK, g).mean())
+    any_order = float(block_order_nats(LeftOnly(), x0, L, MASK, g).mean())
+    assert abs(in_order - ENTROPY) < 0.05 and any_order > ENTROPY + 0.1, (in_order, any_order, ENTROPY)
+
+
+def test_eval_block_size_reports_the_left_to_right_bound_beside_the_unchanged_nelbo(atat_home):
+    """evaluate_run(block_size=...): the bound of decoding in blocks, and the uniform NELBO as it
+    was without it (its own random stream). Bad sizes: tests/test_bad_inputs.py."""
+    from atat_cli.runs import evaluate_run
+    from atat_cli.training import Trainer
+
+    cfg = load_config("test", "mdlm", overrides=["data.name=tinytext", "train.max_steps=2"])
+    run = atat_home / "r"
+    Trainer(cfg, run, progress=False, log=lambda *a, **k: None).run()
+    plain = evaluate_run(run, mc=2, max_blocks=4)
+    both = evaluate_run(run, mc=2, max_blocks=4, block_size=1)
+    assert both["nelbo"] == plain["nelbo"] and both["block_size"] == 1 and both["order_nelbo"] > 0
+    assert "order_nelbo" not in plain

@@ -19,6 +19,9 @@ def evaluate(
     batch_size: options.BatchSizeOpt = 16,
     max_blocks: Annotated[int, typer.Option(help="Evaluate at most this many blocks (0 = all).")] = 0,
     seed: options.SeedOpt = 0,
+    block_size: Annotated[Optional[int], typer.Option(
+        help="Also bound the NLL of decoding in blocks of this size left to right, each block in a random order "
+             "(1 = exact left-to-right NLL, one pass per position; the context length = any order).")] = None,
     tasks: Annotated[Optional[str], typer.Option(help="lm-evaluation-harness tasks to score instead, comma-separated "
                                                  "(needs the lmeval extra), e.g. lambada_openai,hellaswag.")] = None,
     task_dir: Annotated[Optional[Path], typer.Option(help="A folder of lm-eval task YAMLs to add to the known tasks.")] = None,
@@ -45,7 +48,7 @@ def evaluate(
     from atat_cli.runs import evaluate_run
 
     result = evaluate_run(run, data=data, split=split, mc=mc, batch_size=batch_size, max_blocks=max_blocks,
-                          seed=seed, progress=not json_out)
+                          seed=seed, progress=not json_out, block_size=block_size)
     if json_out:
         print_json(result)
         return
@@ -61,6 +64,11 @@ def evaluate(
     if "own_nelbo" in result:  # a per-token schedule: the NELBO of the model's own forward process
         table.add_row("own-process NELBO (nats/token)", f"{result['own_nelbo']:.4f} ± {result['own_nelbo_stderr']:.4f}")
         table.add_row("own-process bits/byte", f"{result['own_bits_per_byte']:.4f}")
+    if "order_nelbo" in result:  # decoded block by block, left to right
+        kind = "exact NLL" if result["block_size"] == 1 else "NLL bound"
+        table.add_row(f"blocks of {result['block_size']}, left to right: {kind} (nats/token)",
+                      f"{result['order_nelbo']:.4f} ± {result['order_nelbo_stderr']:.4f}")
+        table.add_row(f"blocks of {result['block_size']}: bits/byte", f"{result['order_bits_per_byte']:.4f}")
     if result.get("objective"):
         table.add_row("training objective", result["objective"])
     if "floor_bits_per_byte" in result:

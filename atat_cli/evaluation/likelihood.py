@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from atat_cli.diffusion import build_schedule, discrete_times, time_of
+from atat_cli.evaluation.block_order import block_order_nats
 from atat_cli.evaluation.importance import spearman
 from atat_cli.models import importance_estimator_of, token_schedule_of
 from atat_cli.objectives.base import BANDS, ar_token_nll, band_rows, nelbo_terms
@@ -30,15 +31,19 @@ from atat_cli.objectives.parameterisation import d3pm_terms, sedd_terms
 @torch.no_grad()
 def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg=None, mask_id: int = -1,
                         bos_id: int = 0, mc: int = 4, batch_size: int = 16, seed: int = 0,
-                        device=torch.device("cpu"), autocast=None, progress=None) -> dict:
+                        device=torch.device("cpu"), autocast=None, progress=None, block_size: int | None = None) -> dict:
     """Sum of NLL (or NELBO) nats over the blocks, with per-block values for error bars.
+    `block_size`: also the bound of decoding in blocks of that size left to right
+    (evaluation/block_order.py; mc draws per block, one when it is exact at size 1).
 
     Returns raw totals; `summarize` turns them into per-token and per-byte numbers."""
     autocast = autocast or contextlib.nullcontext
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
-    per_block, own_per_block = [], []
+    # the block-order draws have their own stream, so asking for them leaves every other number as it was
+    order_generator = torch.Generator(device=device).manual_seed(seed + 1)
+    per_block, own_per_block, order_per_block = [], [], []
     correct = {b: 0 for b in BANDS}
     counted = {b: 0 for b in BANDS}
     schedule = build_schedule(diffusion_cfg.schedule, diffusion_cfg.eps) if method != "ar" else None
@@ -88,6 +93,11 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
                     counted[band] += int(in_band.sum())
             per_block.append(block_nats.cpu())
             own_per_block.append(own_nats.cpu())
+            if block_size is not None:
+                draws = 1 if block_size == 1 else mc
+                with autocast():
+                    order = sum(block_order_nats(model, x0, block_size, mask_id, order_generator) for _ in range(draws))
+                order_per_block.append((order / draws).cpu())
         if progress is not None:
             progress(min(start + batch_size, len(blocks)))
     model.train(was_training)
@@ -96,6 +106,9 @@ def evaluate_likelihood(model, blocks: np.ndarray, *, method: str, diffusion_cfg
               "tokens": int(len(blocks) * blocks.shape[1]) if len(blocks) else 0}
     if token_schedule is not None:
         result["own_per_block_nats"] = torch.cat(own_per_block).numpy()
+    if order_per_block:
+        result["order_per_block_nats"] = torch.cat(order_per_block).numpy()
+        result["block_size"] = block_size
     if method != "ar":
         result["parameterization"] = parameterization
         result["diffusion_steps"] = diffusion_cfg.steps if parameterization == "d3pm" else None
@@ -115,7 +128,9 @@ def summarize(raw: dict, bytes_per_token: float) -> dict:
     out |= {"tokens": tokens, "bytes": int(round(n_bytes))}
     if "own_per_block_nats" in raw:  # the per-token schedule's own bound, beside the uniform one
         out |= {f"own_{k}": v for k, v in _per_token(raw["own_per_block_nats"], tokens, n_bytes).items()}
-    for key in ("parameterization", "diffusion_steps", "mask_accuracy", "importance_spearman"):
+    if "order_per_block_nats" in raw:  # decoding block by block, left to right
+        out |= {f"order_{k}": v for k, v in _per_token(raw["order_per_block_nats"], tokens, n_bytes).items()}
+    for key in ("block_size", "parameterization", "diffusion_steps", "mask_accuracy", "importance_spearman"):
         if key in raw:
             out[key] = raw[key]
     return out

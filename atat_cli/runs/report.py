@@ -11,7 +11,8 @@ from atat_cli.runs.loading import load_run
 
 
 def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc: int = 4, batch_size: int = 16,
-                 max_blocks: int = 0, seed: int = 0, device=None, progress: bool = False) -> dict:
+                 max_blocks: int = 0, seed: int = 0, device=None, progress: bool = False,
+                 block_size: int | None = None) -> dict:
 
     if split not in ("valid", "test"):
         raise AtatError(f"unknown split '{split}'", "choose valid or test")
@@ -30,6 +31,14 @@ def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc:
                     "a BPE trained on one corpus encodes another differently; compare runs across corpora "
                     "with --tokenizer bytes or a hub tokenizer")
             raise AtatError(f"corpus '{data}' was prepared with another tokenizer than the run's", hint)
+    if block_size is not None:
+        if cfg.method == "ar":
+            raise AtatError("--block-size scores a diffusion run decoded block by block; an AR run's NLL is "
+                            "already exact left to right")
+        if cfg.diffusion.parameterization != "subs":
+            raise AtatError(f"--block-size needs a SUBS (MDLM) denoiser; this run is {cfg.diffusion.parameterization}")
+        if not 1 <= block_size <= cfg.model.seq_len:
+            raise AtatError(f"--block-size must be between 1 and the context length {cfg.model.seq_len} (got {block_size})")
     blocks = corpus.blocks(split, cfg.model.seq_len)
     if max_blocks:
         blocks = blocks[:max_blocks]
@@ -40,7 +49,7 @@ def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc:
         raw = evaluate_likelihood(trained.model, blocks, method=cfg.method, diffusion_cfg=cfg.diffusion,
                                   mask_id=corpus.vocab_size, bos_id=corpus.eos_id, mc=mc, batch_size=batch_size,
                                   seed=seed, device=device, autocast=lambda: autocast(device, precision),
-                                  progress=advance)
+                                  progress=advance, block_size=block_size)
     result = {"run": str(trained.checkpoint.parent), "checkpoint": str(trained.checkpoint), "method": cfg.method,
               "step": trained.step, "data": corpus.name, "split": split,
               "mc": mc if cfg.method != "ar" else None, "seed": seed,
