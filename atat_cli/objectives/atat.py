@@ -8,8 +8,8 @@ Per step, for clean x0 (B, T):
      diffusion/token_schedule.py: exponents from corpus frequencies, or learned as in GenMD4, for
      which the batch's first half is masked twice at the same times and the leave-one-out
      score-function term trains w: same compute per step, half the distinct sequences), or per
-     position in a window of the base rate that sweeps the block left to right
-     (diffusion/position_schedule.py);
+     position, each inside its own window of the base rate so that the reverse process reveals the
+     block from the left (diffusion/position_schedule.py);
   3. the estimator scores x_t (never x0) and, with `atat.tokens.keep` < 1, a subset of the masked
      positions is sampled in proportion to its predicted loss and reweighted by 1/q
      (atat/token_subset.py): the head and the cross-entropy run on those rows only;
