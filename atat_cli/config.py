@@ -122,7 +122,7 @@ class CurriculumConfig:
 @dataclass
 class TimeConfig:
     proposal: str = doc("adaptive", "Diffusion-time sampling: uniform (MDLM), adaptive (pi(t) piecewise constant over `bins`, proportional to the RMS of `signal` seen in each bin) or bell (a fixed bell over u: a normal of mean `center` and standard deviation `width` cut to [0, 1], binned; Hong et al. 2026's bell-shaped time sampling).")
-    signal: str = doc("grad", "What the adaptive proposal follows per bin: loss (the RMS per-sequence loss, improved DDPM's choice for L_vlb) or grad (the RMS norm of the loss gradient with respect to the logits, which leaves out the loss no model can remove).")
+    signal: str = doc("grad_bound", "What the adaptive proposal follows per bin: loss (the RMS per-sequence loss, improved DDPM's choice for L_vlb), grad (the RMS norm of the loss gradient with respect to the logits, which leaves out the loss no model can remove) or grad_bound (its lower bound from each row's (1 - p_true), within a factor 2, with no second softmax over the vocabulary).")
     bins: int = doc(20, "Bins of t for the adaptive and bell proposals.")
     center: float = doc(0.5, "bell: the mode of the proposal over u (t = (1 - eps) u + eps; the masking rate under the linear schedule).")
     width: float = doc(0.2, "bell: the standard deviation of the normal the proposal is cut from.")
@@ -175,7 +175,8 @@ class ATATConfig:
         require(imp.input in ("x_t", "x0"), f"unknown importance input '{imp.input}'", "choose x_t or x0")
         require(tm.proposal in TIME_PROPOSALS, f"unknown time proposal '{tm.proposal}'",
                 f"choose one of: {', '.join(TIME_PROPOSALS)}")
-        require(tm.signal in ("loss", "grad"), f"unknown time signal '{tm.signal}'", "choose loss or grad")
+        require(tm.signal in ("loss", "grad", "grad_bound"), f"unknown time signal '{tm.signal}'",
+                "choose loss, grad or grad_bound")
         require(sc.kind in TOKEN_SCHEDULES, f"unknown token schedule '{sc.kind}'",
                 f"choose one of: {', '.join(TOKEN_SCHEDULES)}")
         require(0 < sc.window <= 1, f"atat.schedule.window must be in (0, 1] (got {sc.window})",

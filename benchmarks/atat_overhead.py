@@ -33,7 +33,8 @@ from atat_cli.models import count_parameters, importance_estimator_of
 from atat_cli.runs import evaluate_run
 from atat_cli.training import Trainer
 
-VARIANTS = {"MDLM": ("mdlm", None), "time_grad": ("atat", "atat/time_grad"), "time": ("atat", "atat/time"),
+VARIANTS = {"MDLM": ("mdlm", None), "time_grad": ("atat", "atat/time_grad"),
+            "time_grad_bound": ("atat", "atat/time_grad_bound"), "time": ("atat", "atat/time"),
             "time_bell": ("atat", "atat/time_bell"), "tokens": ("atat", "atat/tokens"),
             "frequency": ("atat", "atat/frequency"), "learned": ("atat", "atat/learned"),
             "position": ("atat", "atat/position"),

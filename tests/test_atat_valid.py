@@ -120,11 +120,15 @@ def test_grad_signal_is_the_norm_of_each_sequences_logit_gradient():
     q = torch.rand(4, T, generator=g) * 0.5 + 0.5
     _, terms = masked_terms(logits, x0, scored, t, objective.schedule, V)
     terms = torch.where(scored, terms / q, terms)
-    signal = objective.proposal_signal(logits.detach(), x0, scored, t, q, terms.detach())
+    nll, _ = masked_terms(logits.detach(), x0, scored, t, objective.schedule, V)
+    signal = objective.proposal_signal(logits.detach(), x0, scored, t, q, terms.detach(), nll)
+    bound = build_objective(_cfg("atat/time_grad_bound"), V, 0).proposal_signal(None, x0, scored, t, q, terms.detach(), nll)
     sequence = scored.nonzero(as_tuple=True)[0]
     for b in range(4):  # autograd: the gradient of sequence b's mean-over-tokens loss
         (grad,) = torch.autograd.grad(terms[b].mean(), logits, retain_graph=True)
         assert torch.allclose(signal[b], grad[sequence == b].norm(), rtol=1e-4)
+        # the cheap signal: a lower bound within a factor sqrt(2) of the norm
+        assert signal[b] / math.sqrt(2) * (1 - 1e-5) <= bound[b] <= signal[b] * (1 + 1e-5)
 
 
 def test_keep_probabilities_follow_prediction_and_stay_bounded():
@@ -141,7 +145,7 @@ def _loss_samples(objective, model, x0, draws, seed=0):
         return torch.stack([objective.loss(model, x0, g, diagnostics=False)[1]["nelbo"] for _ in range(draws)]).double()
 
 
-@pytest.mark.parametrize("preset,extra", [("atat/time", []), ("atat/time_grad", []), ("atat/time_bell", []),
+@pytest.mark.parametrize("preset,extra", [("atat/time", []), ("atat/time_grad", []), ("atat/time_grad_bound", []), ("atat/time_bell", []),
                                           ("atat/tokens", [])])
 def test_kind1_estimate_has_mdlm_expectation(preset, extra):
     """Same fixed model and batch: the design's loss estimates and MDLM's have the same mean."""
@@ -332,6 +336,7 @@ def test_frequency_exponents_mask_frequent_tokens_later():
 def test_kinds_are_labelled():
     assert _cfg("atat/time").atat.kind() == "unbiased"
     assert _cfg("atat/time_grad").atat.kind() == "unbiased"
+    assert _cfg("atat/time_grad_bound").atat.kind() == "unbiased"
     assert _cfg("atat/tokens").atat.kind() == "unbiased"
     assert _cfg("atat/frequency").atat.kind() == "own-bound"
     assert _cfg("atat/learned").atat.kind() == "own-bound"
@@ -342,7 +347,7 @@ def test_kinds_are_labelled():
     assert _cfg("atat/time_bell").atat.kind() == "unbiased"
     assert _cfg("atat/time_bell_unweighted").atat.kind() == "neither"
     default = load_config("test", "atat").atat
-    assert default.kind() == "unbiased" and default.time.proposal == "adaptive" and default.time.signal == "grad"
+    assert default.kind() == "unbiased" and default.time.proposal == "adaptive" and default.time.signal == "grad_bound"
     with pytest.raises(AtatError, match="strength"):
         _cfg("atat/frequency", "atat.schedule.strength=-1")
 

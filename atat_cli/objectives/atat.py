@@ -57,19 +57,25 @@ class ATATObjective(DiffusionObjective):
         return time_of(u, self.eps), (weight if self.atat.time.reweight else None), k
 
     @torch.no_grad()
-    def proposal_signal(self, logits, x0, scored, t, q, terms) -> torch.Tensor:
+    def proposal_signal(self, logits, x0, scored, t, q, terms, nll) -> torch.Tensor:
         """Per sequence (B,), before any 1/pi weighting: its loss (`loss`), or the norm of the
         gradient of its loss with respect to the head's logits (`grad`): row i of a sequence gets
-        (w(t) / q_i / T) (softmax_i - onehot_i), whose squared norm is sum p^2 - 2 p_true + 1."""
+        (w(t) / q_i / T) (softmax_i - onehot_i), whose squared norm is sum p^2 - 2 p_true + 1 =
+        (1 - p_true)^2 + sum_{v != true} p_v^2. `grad_bound` keeps the first part, a lower bound
+        within a factor 2 of it, from the loss's own nll: no second softmax over the vocabulary
+        (any positive signal keeps the estimate unbiased; only its variance depends on it)."""
         if self.atat.time.signal == "loss":
             return terms.mean(dim=1)
-        probs = torch.softmax(logits.float(), dim=-1)
-        p_true = probs.gather(-1, x0[scored][:, None])[:, 0]
         sequence = scored.nonzero(as_tuple=True)[0]
         scale = self.schedule.loss_weight(t)[sequence] / x0.shape[1]
         if q is not None:
             scale = scale / q[scored]
-        sq = (probs.square().sum(-1) - 2 * p_true + 1) * scale**2
+        if self.atat.time.signal == "grad_bound":
+            sq = torch.expm1(-nll[scored]).square() * scale**2
+        else:
+            probs = torch.softmax(logits.float(), dim=-1)
+            p_true = probs.gather(-1, x0[scored][:, None])[:, 0]
+            sq = (probs.square().sum(-1) - 2 * p_true + 1) * scale**2
         return torch.zeros(x0.shape[0], device=x0.device).index_add_(0, sequence, sq).sqrt()
 
     def loss(self, model, x0, generator, diagnostics=True):
@@ -98,7 +104,7 @@ class ATATObjective(DiffusionObjective):
             terms = torch.where(scored, terms / q, terms)
         nelbo = terms.mean()  # the unweighted-in-t estimate: what the proposal learns from
         if self.time is not None and self.time.learns:
-            self.time.observe(bins, self.proposal_signal(logits, x0, scored, t, q, terms))
+            self.time.observe(bins, self.proposal_signal(logits, x0, scored, t, q, terms, nll))
         loss = nelbo if time_weight is None else (terms * time_weight[:, None]).mean()
         metrics = {"nelbo": loss.detach(), "mask_rate": masked.float().mean()}  # the estimate, 1/pi weights in
         if paired:  # same value; the gradient gains the masking's score-function term for w
