@@ -65,8 +65,8 @@ class PositionSchedule(nn.Module):
 
     def row_weights(self, at: torch.Tensor, rate: torch.Tensor, loss_weight: torch.Tensor) -> torch.Tensor:
         """(N,) the weight w(t) r(t) / (d m_i) of each row at the positions `at` (B, T)."""
-        sequence, position = at.nonzero(as_tuple=True)
-        m = ((rate.float()[sequence] - self.offsets[position]) / self.window).clamp(min=1e-12)
+        sequence = at.nonzero(as_tuple=True)[0]
+        m = self.rate_at(rate, at.shape[1])[at]  # > 0 wherever a position is masked
         return loss_weight[sequence] * rate[sequence] / (self.window * m)
 
     def bound_terms(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor):
