@@ -43,6 +43,7 @@ class ModelConfig:
     expand: int = doc(1, "dimamba: mixer width as a multiple of d_model; 1 keeps a block's parameters near the DiT's (Mamba without an MLP uses 2).")
     compile_scan: bool = doc(False, "dimamba: run the PyTorch scan's chunk step through torch.compile (on a CPU several times faster per scan, after a one-off compile; needs a C++ compiler, else it warns and runs eager). The mamba-ssm CUDA kernel, when used, is unaffected.")
     time_input: str = doc("rate", "dit: what the time embedding is fed: rate (1000 x the masking rate 1 - alpha(t), atat's own), sigma (MDLM's total noise -log(1 - rate), unscaled, the rate capped at 0.999) or none (zero: MDLM's time_conditioning=false, the noise level is ignored). Set by `atat import mdlm`.")
+    block_size: int = doc(0, "dit, --method mdlm: BD3-LM block diffusion: positions per block of a block-causal denoiser, which sees the noisy tokens of its own block and the clean tokens of earlier blocks (trained on two copies of each sequence in one pass, about twice MDLM's step); its NELBO is the bound of decoding block by block, left to right, and sampling follows those blocks. 0 = MDLM's bidirectional denoiser; must divide model.seq_len.")
     norm_weight: bool = doc(False, "dit: a learnable per-channel weight, no bias, on the adaLN-modulated LayerNorms (MDLM's own LayerNorm); false: none, adaLN's scale alone. Set by `atat import mdlm`.")
 
 
@@ -247,6 +248,12 @@ class RunConfig:
         require((m.time_input == "rate" and not m.norm_weight) or (m.backbone == "dit" and self.method != "ar"),
                 "model.time_input and model.norm_weight are switches of the DiT denoiser (for imported MDLM models)",
                 "keep model.time_input=rate and model.norm_weight=false with model.backbone=dimamba or --method ar")
+        require(m.block_size == 0 or (m.block_size >= 1 and m.seq_len % m.block_size == 0),
+                f"model.block_size={m.block_size} must divide model.seq_len={m.seq_len}",
+                "use 0 (MDLM's bidirectional denoiser) or a divisor of model.seq_len, e.g. 4, 8 or 16")
+        require(m.block_size == 0 or (self.method == "mdlm" and m.backbone == "dit"),
+                "model.block_size (BD3-LM's block-causal denoiser) is for --method mdlm with the DiT",
+                "use --method mdlm and model.backbone=dit, or model.block_size=0")
         require(not m.compile_scan or m.backbone == "dimamba", "model.compile_scan compiles DiMamba's scan",
                 "use it with model.backbone=dimamba")
         require(m.d_state >= 1 and m.d_conv >= 1 and m.expand >= 1,
@@ -269,6 +276,9 @@ class RunConfig:
                 + ("the AR baseline has no diffusion" if self.method == "ar" else
                    "ATAT's designs (their bounds, schedules and estimator) build on SUBS"),
                 "use --method mdlm, or diffusion.parameterization=subs")
+        require(m.block_size == 0 or d.parameterization == "subs",
+                f"model.block_size (BD3-LM) builds on SUBS, not diffusion.parameterization={d.parameterization}",
+                "use diffusion.parameterization=subs, or model.block_size=0")
         require(self.data.unique_tokens == 0 or self.data.unique_tokens >= m.seq_len,
                 f"data.unique_tokens={self.data.unique_tokens} is less than one block of model.seq_len={m.seq_len} tokens",
                 "use 0 (the whole training split) or at least model.seq_len")

@@ -4,7 +4,8 @@
     python benchmarks/atat_overhead.py --rounds 3 --variant time  # a quick look at one design
 
 Part 1 times the trainer's own step (`Trainer.train_step()`: forward, backward, clipping, AdamW,
-LR schedule, EMA) of `tiny` for MDLM and every ATAT design (configs/atat/<design>.yaml) on the
+LR schedule, EMA) of `tiny` for MDLM and every ATAT design (configs/atat/<design>.yaml), and
+BD3-LM's block-causal denoiser for reference (`model.block_size`, not ATAT), on the
 default corpus, interleaved round by round so that machine noise hits all alike, and reports the
 median step time of each and its ratio to MDLM (the target: at most 1.06 at `tiny`).
 
@@ -33,21 +34,23 @@ from atat_cli.models import count_parameters, importance_estimator_of
 from atat_cli.runs import evaluate_run
 from atat_cli.training import Trainer
 
-VARIANTS = {"MDLM": ("mdlm", None), "time_grad": ("atat", "atat/time_grad"),
-            "time_grad_bound": ("atat", "atat/time_grad_bound"), "time": ("atat", "atat/time"),
-            "time_bell": ("atat", "atat/time_bell"), "tokens": ("atat", "atat/tokens"),
-            "frequency": ("atat", "atat/frequency"), "learned": ("atat", "atat/learned"),
-            "position": ("atat", "atat/position"),
-            "seed": ("atat", "atat/seed")}
+# name: (method, preset, overrides); bd3lm_b* are BD3-LM's block-causal denoiser (not ATAT), for reference
+VARIANTS = {"MDLM": ("mdlm", None, []), "time_grad": ("atat", "atat/time_grad", []),
+            "time_grad_bound": ("atat", "atat/time_grad_bound", []), "time": ("atat", "atat/time", []),
+            "time_bell": ("atat", "atat/time_bell", []), "tokens": ("atat", "atat/tokens", []),
+            "frequency": ("atat", "atat/frequency", []), "learned": ("atat", "atat/learned", []),
+            "position": ("atat", "atat/position", []),
+            "seed": ("atat", "atat/seed", []),
+            "bd3lm_b4": ("mdlm", None, ["model.block_size=4"]), "bd3lm_b16": ("mdlm", None, ["model.block_size=16"])}
 
 
 def step_times(size: str, rounds: int, precision: str, data: str) -> dict:
     """Median `Trainer.train_step()` time of each variant (the trainer's own step: forward,
     backward, clipping, AdamW, LR schedule, EMA), interleaved round by round."""
     trainers = {}
-    for name, (method, preset) in VARIANTS.items():
+    for name, (method, preset, extra) in VARIANTS.items():
         cfg = load_config(size, method, config_file=preset,
-                          overrides=["train.max_steps=1000000", f"train.precision={precision}", f"data.name={data}"])
+                          overrides=["train.max_steps=1000000", f"train.precision={precision}", f"data.name={data}", *extra])
         trainers[name] = Trainer(cfg, progress=False, log=lambda *a, **k: None)
 
     def one_step(trainer) -> float:
@@ -78,10 +81,10 @@ def step_times(size: str, rounds: int, precision: str, data: str) -> dict:
 def compare(size: str, steps: int, seeds: list[int], mc: int, root: Path, data: str) -> list[dict]:
     rows = []
     for seed in seeds:
-        for name, (method, preset) in VARIANTS.items():
+        for name, (method, preset, extra) in VARIANTS.items():
             cfg = load_config(size, method, config_file=preset,
                               overrides=[f"train.max_steps={steps}", f"train.seed={seed}", "train.eval_every=0",
-                                         f"train.save_every={steps}", f"data.name={data}"])
+                                         f"train.save_every={steps}", f"data.name={data}", *extra])
             run_dir = root / f"{name}-seed{seed}"
             start = time.time()
             Trainer(cfg, run_dir, progress=False, log=lambda *a, **k: None).run()

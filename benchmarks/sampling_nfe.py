@@ -25,7 +25,10 @@ fewer tokens than steps), with the ratio's spread over seeds: below 1 means step
 
 `--cache-block B` adds the cached block decoding comparison: confidence and ancestral decoding
 in blocks of B positions, B/4 steps per block, without a cache and with the dual cache, timed
-one after the other (wall seconds; the quality columns as above).
+one after the other (wall seconds; the quality columns as above). For a block-causal run
+(model.block_size, BD3-LM) B is its block size and the cache is the exact prefix cache;
+`--cache-only` skips the sweep (its steps are per block, which a block-causal run multiplies by
+its number of blocks).
 """
 
 from __future__ import annotations
@@ -154,7 +157,9 @@ def main() -> None:
     parser.add_argument("--steps", default=None, help="Comma-separated step counts (default 16,32,64,128,256).")
     parser.add_argument("--thresholds", default=None, help="Comma-separated thresholds (default 0.5,...,0.99).")
     parser.add_argument("--gammas", default=None, help="Comma-separated entropy bounds (default 4,1,0.5,0.1,0.01).")
-    parser.add_argument("--cache-block", type=int, default=None, help="Also compare the dual cache at this block size.")
+    parser.add_argument("--cache-block", type=int, default=None,
+                        help="Also compare the dual cache (a block-causal run: the prefix cache) at this block size.")
+    parser.add_argument("--cache-only", action="store_true", help="Only the --cache-block comparison, no sweep.")
     parser.add_argument("--json", type=Path, default=None, help="Also write every row (and its seeds) to this file.")
     parser.add_argument("--verdicts", type=Path, default=None,
                         help="Only recompute the cheapest matches from a --json file of an earlier run.")
@@ -191,18 +196,24 @@ def main() -> None:
         sys.exit(f"error: unknown rule(s) {', '.join(unknown)}; choose from {', '.join(all_rules)}")
 
     seq_len = trained.cfg.model.seq_len
+    causal_block = trained.cfg.model.block_size
+    if causal_block and args.cache_block not in (None, causal_block):
+        sys.exit(f"error: the run is block-causal with blocks of {causal_block}: --cache-block must be {causal_block}")
+    if args.cache_only and not args.cache_block:
+        sys.exit("error: --cache-only needs --cache-block")
     load_before = uptime()
     print(f"{trained.cfg.method.upper()} {trained.checkpoint} (step {trained.step}), data {trained.cfg.data.name}; "
           f"{args.samples} unconditional samples x {seq_len} tokens per configuration and seed, seeds {seeds}; "
           f"device {device}, {torch.get_num_threads()} threads\nload before: {load_before}\n", flush=True)
     columns = (["nll_per_word", "valid", "word_entropy", "bigram_kl"] if source is not None else ["gen_ppl", "entropy"])
-    print("| rule | configuration | NFE/sample | " + " | ".join(columns) + " | wall s/seed |")
-    print("| --- | --- | ---: | " + " | ".join("---:" for _ in columns) + " | ---: |", flush=True)
+    if not args.cache_only:
+        print("| rule | configuration | NFE/sample | " + " | ".join(columns) + " | wall s/seed |")
+        print("| --- | --- | ---: | " + " | ".join("---:" for _ in columns) + " | ---: |", flush=True)
     t0 = time.perf_counter()
     results: dict[str, list[dict]] = {}
     reference = None
     ordered = ["ancestral"] + [r for r in chosen if r != "ancestral"]  # the reference first
-    for rule in ordered:
+    for rule in [] if args.cache_only else ordered:
         configs = all_rules[rule] if rule in chosen else [all_rules["ancestral"][-1]]
         for settings in configs:
             row = run_config(trained, settings, args.samples, seeds, source, judge)
@@ -212,7 +223,7 @@ def main() -> None:
             print(f"| {rule} | {row['config']} | {fmt(row['nfe_per_sample'], '.1f', row['nfe_per_sample_sd'])} | "
                   + quality_cells(row, columns) + f" | {row['seconds']:.1f} |", flush=True)
 
-    verdicts = print_verdicts(results, reference)
+    verdicts = print_verdicts(results, reference) if reference is not None else {}
     cache_rows = []
     if args.cache_block:
         block = args.cache_block
@@ -222,14 +233,14 @@ def main() -> None:
         print("| --- | --- | ---: | " + " | ".join("---:" for _ in columns) + " | ---: |", flush=True)
         for settings in (SamplerSettings(sampler="confidence", steps=per_block),
                          SamplerSettings(sampler="ancestral", steps=per_block)):
-            for cache in ("none", "dual"):
+            for cache in ("none", "prefix" if causal_block else "dual"):
                 row = run_config(trained, settings, args.samples, seeds, source, judge, block_size=block, cache=cache)
                 row["cache"] = cache
                 cache_rows.append(row)
                 print(f"| {row['config']} | {cache} | {fmt(row['nfe_per_sample'], '.1f')} | "
                       + quality_cells(row, columns) + f" | {row['seconds']:.2f} ± {row['seconds_sd']:.2f} |", flush=True)
         for a, b in zip(cache_rows[::2], cache_rows[1::2]):
-            print(f"{a['config']}: dual cache speed-up {a['seconds'] / b['seconds']:.2f}x (wall, mean over seeds)")
+            print(f"{a['config']}: {b['cache']} cache speed-up {a['seconds'] / b['seconds']:.2f}x (wall, mean over seeds)")
 
     print(f"\nload after: {uptime()}; {time.perf_counter() - t0:.0f} s in all")
     if args.json:

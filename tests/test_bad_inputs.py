@@ -47,10 +47,10 @@ def home(tmp_path_factory):
         source = write_corpus(tmp / "src", n_docs=60)
         ensure_prepared("tinytext", files=[source], tokenizer="bytes", progress=False)
         runs = {}
-        for method in ("mdlm", "ar"):
-            cfg = load_config("test", method, overrides=FAST + ["train.max_steps=2"])
-            runs[method] = root / "runs" / f"{method}-test-tinytext"
-            Trainer(cfg, runs[method], progress=False, log=lambda *a, **k: None).run()
+        for name, method, extra in (("mdlm", "mdlm", []), ("ar", "ar", []), ("bd3", "mdlm", ["model.block_size=8"])):
+            cfg = load_config("test", method, overrides=FAST + ["train.max_steps=2"] + extra)
+            runs[name] = root / "runs" / f"{name}-test-tinytext"
+            Trainer(cfg, runs[name], progress=False, log=lambda *a, **k: None).run()
 
         (tmp / "empty.txt").write_text("")
         (tmp / "latin1.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e".encode("latin-1"))
@@ -117,7 +117,8 @@ def home(tmp_path_factory):
         damaged("exp_badfield", "config.json", json.dumps({**config, "atat_step": "four"}))
         damaged("exp_badtok", "tokenizer/atat_tokenizer.json", '{"kind": "bytes", "name": "other"}')
         secret_rel = os.path.relpath(tmp / "secret.yaml", CONFIG_DIR).removesuffix(".yaml")  # ../../.../secret
-        yield {"tmp": str(tmp), "mdlm": str(runs["mdlm"]), "ar": str(runs["ar"]), "exported": str(exported),
+        yield {"tmp": str(tmp), "mdlm": str(runs["mdlm"]), "ar": str(runs["ar"]), "bd3": str(runs["bd3"]),
+               "exported": str(exported),
                "secret_rel": secret_rel, "root": root}
 
 
@@ -161,6 +162,15 @@ CASES = [
     ("eval {mdlm} --block-size 0", 1, "--block-size must be between 1 and the context length"),
     ("eval {mdlm} --block-size 100000", 1, "--block-size must be between 1 and the context length"),
     ("eval {ar} --block-size 4", 1, "an AR run's NLL is already exact left to right"),
+    ("eval {bd3} --block-size 4", 1, "its NELBO is already that bound for its own blocks"),
+    ("sample {bd3} --json --length 8 --steps 2 --block-size 4", 1, "it samples in those blocks (got --block-size 4)"),
+    ("sample {bd3} --json --length 8 --steps 2 --cache dual", 1, "the dual cache does not apply to it"),
+    (TR + " --set model.block_size=5", 1, "model.block_size=5 must divide model.seq_len=32"),
+    (TR + " --set model.block_size=-8", 1, "model.block_size=-8 must divide model.seq_len=32"),
+    (TR + " --method ar --set model.block_size=8", 1, "model.block_size (BD3-LM's block-causal denoiser) is for --method mdlm"),
+    (TR + " --method atat --set model.block_size=8", 1, "is for --method mdlm with the DiT"),
+    (TR + " --set model.block_size=8 --set model.backbone=dimamba", 1, "is for --method mdlm with the DiT"),
+    (TR + " --set model.block_size=8 --set diffusion.parameterization=sedd", 1, "model.block_size (BD3-LM) builds on SUBS"),
     (TR + " --set optim.lr=inf", 1, "'optim.lr' must be a finite number"),
     (TR + " --set optim.lr=nan", 1, "'optim.lr' must be a finite number"),
     (TR + " --set diffusion.eps=nan", 1, "'diffusion.eps' must be a finite number"),

@@ -97,7 +97,7 @@ def test_generation_with_the_dual_cache_fills_every_block_and_keeps_the_prompt(s
 
 def test_dual_cache_refuses_what_it_cannot_do():
     run = random_run()
-    with pytest.raises(AtatError, match="unknown cache 'prefix'"):
-        generate(run, "", SamplerSettings(steps=4), length=8, cache="prefix")
+    with pytest.raises(AtatError, match="unknown cache 'window'"):
+        generate(run, "", SamplerSettings(steps=4), length=8, cache="window")
     with pytest.raises(AtatError, match="AR run always decodes with its own KV cache"):
         generate(random_run("ar"), "", SamplerSettings(steps=4), length=8, cache="dual")

@@ -80,7 +80,8 @@ def test_sample_end_to_end(atat_home, capsys):
         (["--sampler", "importance"], "run has no importance estimator; train with --method atat"),
         ([ar_run, "--prompt", "a [MASK] b"], "cannot fill"),
         (["--judge", mdlm_run], "not an AR run"),
-        (["--cache", "prefix"], "unknown cache 'prefix'"),
+        (["--cache", "window"], "unknown cache 'window'"),
+        (["--cache", "prefix"], "--cache prefix is exact only for a block-causal run"),
         ([ar_run, "--cache", "dual"], "an AR run always decodes with its own KV cache"),
     ):
         code, out, err = run(capsys, "sample", *argv)

@@ -319,9 +319,9 @@ class BytesData:
         return Tokenizer.bytes()
 
 
-def random_run(method="mdlm", importance=None) -> TrainedRun:
+def random_run(method="mdlm", importance=None, overrides=()) -> TrainedRun:
     """A test-size model with random (not zero) output weights, so that samples depend on the seed."""
-    cfg = load_config(size="test", method=method, overrides=["train.precision=fp32"])
+    cfg = load_config(size="test", method=method, overrides=["train.precision=fp32", *overrides])
     torch.manual_seed(0)
     model = build_model(cfg, BytesData.vocab_size)
     with torch.no_grad():

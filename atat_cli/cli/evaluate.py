@@ -83,12 +83,14 @@ def evaluate(
 
 
 def bound_label(result: dict) -> str:
-    """What `nelbo` is: AR's exact NLL, or the bound of the run's parameterisation (all under
-    uniform masking)."""
+    """What `nelbo` is: AR's exact NLL, the bound of the run's parameterisation under uniform
+    masking, or a block-causal denoiser's blockwise bound."""
     from atat_cli.objectives import loss_name
 
     kind = {"d3pm": f"D3PM discrete-time NELBO, T = {result.get('diffusion_steps')}",
             "sedd": "SEDD score-entropy NELBO"}.get(result.get("parameterization"), loss_name(result["method"]))
+    if result.get("model_block_size"):
+        return f"{kind} (BD3-LM: blocks of {result['model_block_size']} left to right, each masked uniformly)"
     return kind if result["method"] == "ar" else f"{kind} (uniform masking)"
 
 

@@ -52,10 +52,12 @@ RemaskOpt = Annotated[str, typer.Option(
          "least confident tokens first).")]
 EtaOpt = Annotated[float, typer.Option(help="--sampler remdm: the remasking strength eta, in [0, 1]; 0 is ancestral.")]
 BlockSizeOpt = Annotated[Optional[int], typer.Option(
-    help="Semi-autoregressive block length (default: one block if it fits the context, else half a context).")]
+    help="Semi-autoregressive block length (default: one block if it fits the context, else half a context; "
+         "a block-causal run's own block size).")]
 CacheOpt = Annotated[str, typer.Option(
-    help="none, or dual: within a block, recompute only the block and reuse the rest's keys/values from the "
-         "block's first step (Fast-dLLM's dual cache; approximate). Pays with --block-size smaller than the text.")]
+    help="none; dual: within a block, recompute only the block and reuse the rest's keys/values from the "
+         "block's first step (Fast-dLLM's dual cache; approximate), pays with --block-size smaller than the text; "
+         "prefix: a block-causal run (model.block_size) computes the finished blocks once per block (exact).")]
 # "schedule" already names the noise and LR schedules, hence --time-grid; --schedule, its former name, still works.
 TimeGridOpt = Annotated[str, typer.Option(
     "--time-grid", "--schedule",

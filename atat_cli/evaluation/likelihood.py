@@ -3,8 +3,11 @@
 Diffusion models (MDLM and every ATAT variant) are always scored with the true NELBO under
 *uniform* masking, whatever masking they were trained with, so the number is an upper bound on
 the NLL and comparable between runs. A model with a per-token schedule is also scored with the
-NELBO of its own forward process (`own_*`): another upper bound on the same NLL. Each block gets K time samples, stratified over [eps, 1]
-(antithetic), from a generator with a fixed seed. AR models report their exact NLL.
+NELBO of its own forward process (`own_*`): another upper bound on the same NLL. A block-causal
+denoiser (model.block_size, BD3-LM) sees clean earlier blocks, so the same uniform masking gives
+its blockwise NELBO, the bound of its own block-by-block process (objectives/base.py,
+nelbo_terms). Each block gets K time samples, stratified over [eps, 1] (antithetic), from a
+generator with a fixed seed. AR models report their exact NLL.
 
 A run with another parameterisation of the reverse process (`diffusion.parameterization`) is
 scored with the bound of its own reverse process, under the same uniform masking: D3PM's

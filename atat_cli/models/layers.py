@@ -34,11 +34,15 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        # x: (B, T, H, Dh); rotate (x1, x2) halves, computed in fp32 for accuracy.
-        T = x.shape[1]
-        cos = self.cos[offset : offset + T, None, :]
-        sin = self.sin[offset : offset + T, None, :]
+    def forward(self, x: torch.Tensor, offset: int = 0, copies: int = 1) -> torch.Tensor:
+        """x: (B, T, H, Dh); rotate (x1, x2) halves, computed in fp32 for accuracy. With `copies`,
+        x holds that many copies of the same T / copies positions one after the other (the
+        block-causal DiT's noisy and clean sequence), and each copy gets the same angles."""
+        T = x.shape[1] // copies
+        cos, sin = self.cos[offset : offset + T], self.sin[offset : offset + T]
+        if copies > 1:
+            cos, sin = cos.repeat(copies, 1), sin.repeat(copies, 1)
+        cos, sin = cos[:, None, :], sin[:, None, :]
         x1, x2 = x.float().chunk(2, dim=-1)
         out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
         return out.type_as(x)
@@ -55,15 +59,18 @@ class Attention(nn.Module):
         self.proj = nn.Linear(d_model, d_model, bias=False)
 
     def forward(self, x: torch.Tensor, rotary: Rotary, kv_cache: dict | None = None,
-                start: int | None = None) -> torch.Tensor:
+                start: int | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """With a kv_cache and no `start`: append x's keys/values to it (AR decoding; an empty
         cache is filled). With `start`: x holds positions [start, start + T) of a cached
         bidirectional sequence; their keys/values replace the cached ones and the queries attend
-        to the whole cached sequence (the DiT's dual cache, sampling/block_cache.py)."""
+        to the whole cached sequence (the DiT's dual cache, sampling/block_cache.py). With `mask`
+        (T, T) bool, True where a query may attend to a key: x is two copies of one sequence
+        (the block-causal DiT's), which share positions."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).unbind(dim=2)
         offset = start if start is not None else 0 if kv_cache is None else kv_cache.get("len", 0)
-        q, k = rotary(q, offset), rotary(k, offset)
+        copies = 1 if mask is None else 2
+        q, k = rotary(q, offset, copies), rotary(k, offset, copies)
         if kv_cache is not None and start is not None:
             kv_cache["k"][:, start : start + T] = k
             kv_cache["v"][:, start : start + T] = v
@@ -76,7 +83,10 @@ class Attention(nn.Module):
         p = self.dropout if self.training else 0.0
         # With a cache and a single query the query attends to everything before it: no mask needed.
         causal = self.causal and (kv_cache is None or T > 1)
-        if self._use_flash(q):
+        if mask is not None:  # flash-attn takes no arbitrary mask
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                                               dropout_p=p).transpose(1, 2)
+        elif self._use_flash(q):
             y = flash_attn_func(q, k, v, dropout_p=p, causal=causal)
         else:
             y = F.scaled_dot_product_attention(
@@ -134,14 +144,24 @@ class Block(nn.Module):
             nn.init.zeros_(self.adaLN.weight)
             nn.init.zeros_(self.adaLN.bias)
 
-    def forward(self, x, rotary, cond=None, kv_cache=None, start=None):
+    def forward(self, x, rotary, cond=None, kv_cache=None, start=None, mask=None):
+        """cond: (B, cond_dim), or (B, copies, cond_dim) when x (B, copies * T, D) holds copies of
+        one sequence conditioned apart (the block-causal DiT's noisy and clean copy)."""
         if self.adaLN is None:
-            x = x + self.drop(self.attn(self.norm1(x), rotary, kv_cache, start))
+            x = x + self.drop(self.attn(self.norm1(x), rotary, kv_cache, start, mask))
             return x + self.mlp(self.norm2(x))
-        # one (shift, scale, gate) per sequence for each half of the block: (B, 1, D) each
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(cond)[:, None].chunk(6, dim=-1)
-        x = x + gate1 * self.drop(self.attn(modulate(self.norm1(x), shift1, scale1), rotary, kv_cache, start))
-        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        # one (shift, scale, gate) per sequence (or copy) for each half of the block: (B, [copies,] 1, D) each
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(cond).unsqueeze(-2).chunk(6, dim=-1)
+        per_copy = shift1.shape[:-2] + (-1, x.shape[-1])  # (B, -1, D), or (B, copies, -1, D)
+
+        def mod(h, shift, scale):
+            return modulate(h.view(per_copy), shift, scale).view(x.shape)
+
+        def gated(gate, h):
+            return (gate * h.view(per_copy)).view(x.shape)
+
+        x = x + gated(gate1, self.drop(self.attn(mod(self.norm1(x), shift1, scale1), rotary, kv_cache, start, mask)))
+        return x + gated(gate2, self.mlp(mod(self.norm2(x), shift2, scale2)))
 
 
 class FinalLayer(nn.Module):

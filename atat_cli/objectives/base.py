@@ -69,6 +69,12 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def block_size_of(model: torch.nn.Module) -> int:
+    """Positions per block of a block-causal denoiser (model.block_size, BD3-LM); 0 for MDLM's
+    bidirectional one and every other model."""
+    return getattr(unwrap(model), "block_size", 0)
+
+
 # --- the diffusion NELBO -------------------------------------------------------------------
 
 
@@ -96,7 +102,10 @@ def nelbo_terms(model, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedul
     x_t, masked = mask_tokens(x0, rate[:, None] if mask_prob is None else mask_prob, mask_id, generator)
     if token_schedule is not None:  # a position masked with certainty has no term
         masked = token_schedule.scored(masked, mask_prob)
-    logits = model(x_t, rate, at=masked)  # the head runs at masked positions only
+    # the head runs at masked positions only; a block-causal denoiser (BD3-LM) also reads the
+    # clean blocks before each block, which makes the same terms its blockwise NELBO
+    context = {"context": x0} if block_size_of(model) else {}
+    logits = model(x_t, rate, at=masked, **context)
     nll, terms = masked_terms(logits, x0, masked, t, schedule, mask_id, token_schedule)
     return NelboTerms(logits, masked, nll, terms, x_t)
 

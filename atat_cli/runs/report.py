@@ -37,6 +37,10 @@ def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc:
                             "already exact left to right")
         if cfg.diffusion.parameterization != "subs":
             raise AtatError(f"--block-size needs a SUBS (MDLM) denoiser; this run is {cfg.diffusion.parameterization}")
+        if cfg.model.block_size:
+            raise AtatError(f"--block-size scores a bidirectional denoiser decoded block by block; this run's is "
+                            f"block-causal (model.block_size={cfg.model.block_size}), so its NELBO is already that "
+                            "bound for its own blocks")
         if not 1 <= block_size <= cfg.model.seq_len:
             raise AtatError(f"--block-size must be between 1 and the context length {cfg.model.seq_len} (got {block_size})")
     blocks = corpus.blocks(split, cfg.model.seq_len)
@@ -53,7 +57,9 @@ def evaluate_run(run=None, *, data: str | None = None, split: str = "valid", mc:
     result = {"run": str(trained.checkpoint.parent), "checkpoint": str(trained.checkpoint), "method": cfg.method,
               "step": trained.step, "data": corpus.name, "split": split,
               "mc": mc if cfg.method != "ar" else None, "seed": seed,
-              "objective": cfg.atat.kind() if cfg.method == "atat" else None}
+              # what the bound is: ATAT's kind; a block-causal denoiser's NELBO is the bound of its own process
+              "objective": cfg.atat.kind() if cfg.method == "atat" else "own-bound" if cfg.model.block_size else None,
+              "model_block_size": cfg.model.block_size or None}
     result.update(summarize(raw, corpus.bytes_per_token(split)))
     floor = corpus.meta.get("entropy_floor")  # known for a synthetic source: how far off the best
     if floor is not None:

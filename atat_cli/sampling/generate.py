@@ -24,7 +24,7 @@ import torch
 from atat_cli.errors import AtatError
 from atat_cli.models import token_schedule_of
 from atat_cli.models.dit import DiT
-from atat_cli.sampling.block_cache import CACHES, DualCacheDenoiser
+from atat_cli.sampling.block_cache import CACHES, DualCacheDenoiser, PrefixCache, PrefixCacheDenoiser, block_level
 from atat_cli.sampling.prompts import Layout, build_layout
 from atat_cli.sampling.samplers import (
     SamplerSettings,
@@ -83,8 +83,9 @@ def _sync(device: torch.device) -> None:
 def generate(trained, prompt: str = "", settings: SamplerSettings | None = None, *, length: int | None = None,
              num_samples: int = 1, batch_size: int = 16, block_size: int | None = None, cache: str = "none",
              seed: int | None = None, record: bool = False, progress=None) -> Generation:
-    """Sample `num_samples` texts from a TrainedRun. `cache`: "none", or "dual" for Fast-dLLM's
-    approximate dual cache within each block (sampling/block_cache.py). `progress(done, total)`
+    """Sample `num_samples` texts from a TrainedRun. `cache`: "none", "dual" for Fast-dLLM's
+    approximate dual cache within each block, or "prefix" for a block-causal run's exact cache of
+    the finished blocks (sampling/block_cache.py). `progress(done, total)`
     is called after each block of each batch, `done` counting samples (fractional within a
     batch of several blocks)."""
     from atat_cli.device import autocast, resolve_precision
@@ -120,6 +121,17 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
         raise AtatError(f"the {type(model).__name__} backbone has no cached decoding", "use --cache none")
     if block_size is not None and not 1 <= block_size <= seq_len:
         raise AtatError(f"block size must be between 1 and the context length {seq_len} (got {block_size})")
+    causal_block = 0 if is_ar else cfg.model.block_size  # a block-causal denoiser (BD3-LM) decodes its own blocks
+    if causal_block and cache == "dual":
+        raise AtatError("a block-causal run (model.block_size) sees only clean earlier blocks: the dual cache does "
+                        "not apply to it", "use --cache prefix (exact for it) or --cache none")
+    if cache == "prefix" and not causal_block:
+        raise AtatError("--cache prefix is exact only for a block-causal run (model.block_size); this run's DiT is "
+                        "bidirectional", "use --cache dual (approximate) or --cache none")
+    if causal_block and block_size not in (None, causal_block):
+        raise AtatError(f"this run's denoiser is block-causal with blocks of {causal_block} positions: it samples "
+                        f"in those blocks (got --block-size {block_size})", f"use --block-size {causal_block} or omit it")
+    block_size = causal_block or block_size
     if block_size is None and not is_ar:  # one block when the layout fits one context, else half a context
         n = len(layout.ids)
         block_size = n - layout.first_mask if n <= seq_len else seq_len // 2
@@ -138,7 +150,6 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
 
     schedule = build_schedule(cfg.diffusion.schedule, cfg.diffusion.eps) if not is_ar else None
     token_schedule = token_schedule_of(model)  # a per-token or per-position schedule: ancestral sampling follows it
-    cache_layers = cfg.model.n_layers if cache == "dual" else None
     rows, steps, nfes, trajectories, total_nfe = [], [], [], [], 0
     _sync(device)
     start = time.perf_counter()
@@ -154,8 +165,8 @@ def generate(trained, prompt: str = "", settings: SamplerSettings | None = None,
                         progress(b0 + B * fraction, num_samples)
 
                 out = _generate_blocks(denoiser, x, layout, seq_len, block_size, settings, generator,
-                                       importance, schedule, record, block_done, token_schedule, cache_layers,
-                                       parameterization)
+                                       importance, schedule, record, block_done, token_schedule, cache,
+                                       cfg.model.n_layers, parameterization, aligned=bool(causal_block))
             rows += out.tokens.tolist()
             steps += out.row_steps.tolist()
             nfes += out.row_nfe.tolist()
@@ -182,11 +193,13 @@ def preview(trained, length: int = 64, seed: int = 0) -> str:
 
 
 def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings, generator, importance, schedule,
-                     record, block_done=lambda fraction: None, token_schedule=None, cache_layers=None,
-                     parameterization="subs"):
+                     record, block_done=lambda fraction: None, token_schedule=None, cache="none", n_layers=0,
+                     parameterization="subs", aligned=False):
     """Fill the layout left to right in blocks, each sampled inside a window of one context; with
-    `cache_layers` (the DiT's depth) each block decodes through a fresh dual cache; the logits are
-    read as `parameterization` says (samplers.py)."""
+    a `cache` ("dual", "prefix") each block decodes through a fresh one, over the DiT's `n_layers`;
+    the logits are read as `parameterization` says (samplers.py). `aligned`: a block-causal
+    denoiser's own blocks, [k b, (k + 1) b) (the first may hold prompt tokens), fed the block's
+    masked fraction as the noise level, which is what it was trained with."""
     from atat_cli.sampling.samplers import SampleOutput
 
     B, T = x.shape
@@ -195,16 +208,27 @@ def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings,
     total_nfe, row_nfe = 0, torch.zeros(B, dtype=torch.long, device=x.device)
     row_steps = torch.zeros_like(row_nfe)
     trajectory = [] if record else None
-    for start in range(first, T, block_size):
-        block_done((start - first) / (T - first))
+    prefix = PrefixCache(denoiser, n_layers, block_size) if cache == "prefix" else None
+    for start in range(first - first % block_size if aligned else first, T, block_size):
+        block_done(max(start - first, 0) / (T - first))
         end = min(start + block_size, T)
-        w0, w1 = (0, min(T, seq_len)) if end <= seq_len else (end - seq_len, end)
+        # the window ends at the block; aligned, at the block's full end, so the window starts on a block too
+        reach = start + block_size if aligned else end
+        w0 = max(reach - seq_len, 0)
+        w1 = min(T, w0 + seq_len)
         fill = torch.zeros(B, w1 - w0, dtype=torch.bool, device=x.device)
         fill[:, start - w0 : end - w0] = x[:, start:end] == mask_id
         if not fill.any():
             continue
-        block_denoiser = denoiser if cache_layers is None else DualCacheDenoiser(denoiser, start - w0, end - w0,
-                                                                                 cache_layers)
+        s, e = start - w0, end - w0
+        block_denoiser = denoiser
+        if cache == "dual":
+            block_denoiser = DualCacheDenoiser(denoiser, s, e, n_layers)
+        elif cache == "prefix":
+            block_denoiser = PrefixCacheDenoiser(prefix, w0, s, e, mask_id)
+        elif aligned:
+            def block_denoiser(x, level, s=s, e=e):
+                return denoiser(x, block_level(x, s, e, mask_id))
         out = sample(block_denoiser, x[:, w0:w1], mask_id, settings, fill=fill, generator=generator,
                      importance=importance, schedule=schedule, token_schedule=token_schedule,
                      parameterization=parameterization, record=record)
