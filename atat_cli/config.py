@@ -43,7 +43,7 @@ class ModelConfig:
     expand: int = doc(1, "dimamba: mixer width as a multiple of d_model; 1 keeps a block's parameters near the DiT's (Mamba without an MLP uses 2).")
     compile_scan: bool = doc(False, "dimamba: run the PyTorch scan's chunk step through torch.compile (on a CPU several times faster per scan, after a one-off compile; needs a C++ compiler, else it warns and runs eager). The mamba-ssm CUDA kernel, when used, is unaffected.")
     time_input: str = doc("rate", "dit: what the time embedding is fed: rate (1000 x the masking rate 1 - alpha(t), atat's own), sigma (MDLM's total noise -log(1 - rate), unscaled, the rate capped at 0.999) or none (zero: MDLM's time_conditioning=false, the noise level is ignored). Set by `atat import mdlm`.")
-    block_size: int = doc(0, "dit, --method mdlm: BD3-LM block diffusion: positions per block of a block-causal denoiser, which sees the noisy tokens of its own block and the clean tokens of earlier blocks (trained on two copies of each sequence in one pass, about twice MDLM's step); its NELBO is the bound of decoding block by block, left to right, and sampling follows those blocks. 0 = MDLM's bidirectional denoiser; must divide model.seq_len.")
+    block_size: int = doc(0, "dit, --method mdlm (or atat's time proposals and token subsets): BD3-LM block diffusion: positions per block of a block-causal denoiser, which sees the noisy tokens of its own block and the clean tokens of earlier blocks (trained on two copies of each sequence in one pass, about twice MDLM's step); its NELBO is the bound of decoding block by block, left to right, and sampling follows those blocks. 0 = MDLM's bidirectional denoiser; must divide model.seq_len.")
     norm_weight: bool = doc(False, "dit: a learnable per-channel weight, no bias, on the adaLN-modulated LayerNorms (MDLM's own LayerNorm); false: none, adaLN's scale alone. Set by `atat import mdlm`.")
 
 
@@ -251,8 +251,8 @@ class RunConfig:
         require(m.block_size == 0 or (m.block_size >= 1 and m.seq_len % m.block_size == 0),
                 f"model.block_size={m.block_size} must divide model.seq_len={m.seq_len}",
                 "use 0 (MDLM's bidirectional denoiser) or a divisor of model.seq_len, e.g. 4, 8 or 16")
-        require(m.block_size == 0 or (self.method == "mdlm" and m.backbone == "dit"),
-                "model.block_size (BD3-LM's block-causal denoiser) is for --method mdlm with the DiT",
+        require(m.block_size == 0 or (self.method != "ar" and m.backbone == "dit"),
+                "model.block_size (BD3-LM's block-causal denoiser) is for --method mdlm or atat with the DiT",
                 "use --method mdlm and model.backbone=dit, or model.block_size=0")
         require(not m.compile_scan or m.backbone == "dimamba", "model.compile_scan compiles DiMamba's scan",
                 "use it with model.backbone=dimamba")
@@ -299,6 +299,10 @@ class RunConfig:
         require(o.weight_decay >= 0 and o.grad_clip >= 0, "optim.weight_decay and optim.grad_clip must be >= 0")
         if self.method == "atat":
             self.atat.validate()
+            require(m.block_size == 0 or (self.atat.schedule.kind == "uniform" and not self.atat.is_seed_design()),
+                    "model.block_size (BD3-LM) takes ATAT's time proposals and token subsets, which estimate its "
+                    "blockwise NELBO; not a per-token or per-position schedule, nor the seeds' design",
+                    "use atat.schedule.kind=uniform with a valid preset (e.g. atat/time_grad_bound), or model.block_size=0")
             require(self.atat.schedule.kind != "learned" or t.batch_size % 2 == 0,
                     f"atat.schedule.kind=learned masks each sequence of half the batch twice: train.batch_size "
                     f"must be even (got {t.batch_size})", f"use --set train.batch_size={t.batch_size + 1}")

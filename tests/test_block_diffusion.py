@@ -191,3 +191,18 @@ def test_generation_with_the_prefix_cache_fills_every_block_and_refuses_a_bidire
         cached.samples[0].ids
     with pytest.raises(AtatError, match="exact only for a block-causal run"):
         generate(random_run(), "", settings, length=8, cache="prefix")
+
+
+@pytest.mark.parametrize("method,preset", [("mdlm", None), ("atat", "atat/time_grad_bound"), ("atat", "atat/tokens")])
+def test_training_objectives_give_a_block_causal_denoiser_the_clean_sequence(method, preset):
+    from atat_cli.models import build_model
+    from atat_cli.objectives import build_objective
+
+    cfg = load_config(size="test", method=method, config_file=preset, overrides=["model.block_size=4"])
+    model = build_model(cfg, V)
+    denoiser = getattr(model, "denoiser", model)
+    seen = []
+    denoiser.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs.get("context")), with_kwargs=True)
+    x0 = tokens(4, 32, 0, high=V)
+    build_objective(cfg, V, 0).loss(model, x0, torch.Generator().manual_seed(0))
+    assert len(seen) == 1 and torch.equal(seen[0], x0)

@@ -18,7 +18,8 @@ Per step, for clean x0 (B, T):
 
 What the loss estimates (`ATATConfig.kind()`):
   - uniform schedule: an unbiased estimate of the uniform-masking NELBO (steps 1 and 3 only move
-    where samples fall and reweight them), so MDLM's optimum and MDLM's number;
+    where samples fall and reweight them), so MDLM's optimum and MDLM's number; with a
+    block-causal denoiser (model.block_size, BD3-LM), of its blockwise NELBO, the same way;
   - per-token or per-position schedule: an unbiased estimate of that process's own NELBO, a valid
     bound too;
   - `time.reweight=false`: the per-t terms reweighted by pi(t): same minimiser, but neither.
@@ -33,7 +34,14 @@ from atat_cli.atat.time_proposal import TimeProposal
 from atat_cli.atat.token_subset import sample_kept
 from atat_cli.diffusion import mask_tokens, paired_loss, sample_times, time_of
 from atat_cli.models import importance_estimator_of, token_schedule_of
-from atat_cli.objectives.base import DiffusionObjective, band_metrics, estimator_loss, masked_terms, unwrap
+from atat_cli.objectives.base import (
+    DiffusionObjective,
+    band_metrics,
+    block_size_of,
+    estimator_loss,
+    masked_terms,
+    unwrap,
+)
 
 
 class ATATObjective(DiffusionObjective):
@@ -98,7 +106,9 @@ class ATATObjective(DiffusionObjective):
             scored = token_schedule.scored(masked, mask_prob)
         if cfg.tokens.keep < 1:
             scored, q = sample_kept(s.detach(), scored, cfg.tokens.keep, cfg.tokens.floor, generator)
-        logits = model(x_t, rate, at=scored)  # the head runs at the scored positions only
+        # the head runs at the scored positions only; a block-causal denoiser also reads the clean blocks before each
+        context = {"context": x0} if block_size_of(model) else {}
+        logits = model(x_t, rate, at=scored, **context)
         nll, terms = masked_terms(logits, x0, scored, t, self.schedule, self.mask_id, token_schedule)
         if q is not None:
             terms = torch.where(scored, terms / q, terms)

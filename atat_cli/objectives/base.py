@@ -70,9 +70,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def block_size_of(model: torch.nn.Module) -> int:
-    """Positions per block of a block-causal denoiser (model.block_size, BD3-LM); 0 for MDLM's
-    bidirectional one and every other model."""
-    return getattr(unwrap(model), "block_size", 0)
+    """Positions per block of a block-causal denoiser (model.block_size, BD3-LM), also inside
+    ATAT's bundle; 0 for MDLM's bidirectional one and every other model."""
+    inner = unwrap(model)
+    return getattr(getattr(inner, "denoiser", inner), "block_size", 0)
 
 
 # --- the diffusion NELBO -------------------------------------------------------------------
