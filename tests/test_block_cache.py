@@ -13,8 +13,8 @@ from atat_cli.sampling.block_cache import DualCacheDenoiser
 V = 11
 
 
-def random_dit(n_layers):
-    cfg = load_config(size="test", overrides=[f"model.n_layers={n_layers}", "train.precision=fp32"]).model
+def random_dit(n_layers, *overrides):
+    cfg = load_config(size="test", overrides=[f"model.n_layers={n_layers}", "train.precision=fp32", *overrides]).model
     torch.manual_seed(0)
     model = DiT(cfg, V)
     with torch.no_grad():
@@ -23,8 +23,9 @@ def random_dit(n_layers):
     return model.eval()
 
 
-def tokens(B, T, seed):
-    return torch.randint(0, V + 1, (B, T), generator=torch.Generator().manual_seed(seed))
+def tokens(B, T, seed, high=V + 1):
+    """Random ids below `high`: by default the vocabulary and the mask id."""
+    return torch.randint(0, high, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()

@@ -8,31 +8,19 @@ from itertools import product
 
 import pytest
 import torch
+from test_block_cache import V, random_dit, tokens
 from test_position_schedule import ENTROPY, JOINT, MASK, SEQS, WRONG, L, _posterior
 from test_sampling import random_run
 
 from atat_cli.config import load_config
 from atat_cli.diffusion import build_schedule, time_of
-from atat_cli.models import DiT
 from atat_cli.models.dit import block_causal_mask
 from atat_cli.objectives import nelbo_terms
 from atat_cli.sampling import SamplerSettings, generate
 
-V = 11
 
-
-def random_dit(block_size, time_input="rate"):
-    cfg = load_config(size="test", overrides=[f"model.block_size={block_size}", f"model.time_input={time_input}"]).model
-    torch.manual_seed(0)
-    model = DiT(cfg, V)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    return model.eval()
-
-
-def tokens(B, T, seed, high=V + 1):
-    return torch.randint(0, high, (B, T), generator=torch.Generator().manual_seed(seed))
+def block_dit(block_size):
+    return random_dit(2, f"model.block_size={block_size}")
 
 
 def test_the_mask_lets_noisy_blocks_see_their_own_noise_and_earlier_clean_blocks_only():
@@ -50,7 +38,7 @@ def test_the_mask_lets_noisy_blocks_see_their_own_noise_and_earlier_clean_blocks
 
 @torch.no_grad()
 def test_a_block_reads_its_own_noisy_tokens_and_the_clean_blocks_before_it_only():
-    model, k = random_dit(8), slice(16, 24)  # the third block of 8 in a context of 32
+    model, k = block_dit(8), slice(16, 24)  # the third block of 8 in a context of 32
     x_t, context, level = tokens(2, 32, 0), tokens(2, 32, 1, high=V), torch.tensor([0.3, 0.8])
     logits = model(x_t, level, context=context)
     other_noise, later_clean = x_t.clone(), context.clone()
@@ -67,7 +55,7 @@ def test_a_block_reads_its_own_noisy_tokens_and_the_clean_blocks_before_it_only(
 
 @torch.no_grad()
 def test_one_block_of_the_whole_context_is_the_bidirectional_dit():
-    block, bidirectional = random_dit(32), random_dit(0)
+    block, bidirectional = block_dit(32), block_dit(0)
     bidirectional.load_state_dict(block.state_dict())
     x_t, level = tokens(3, 32, 0), torch.tensor([0.1, 0.5, 0.9])
     expected = bidirectional(x_t, level)
@@ -80,7 +68,7 @@ def test_one_block_of_the_whole_context_is_the_bidirectional_dit():
 def test_at_blocks_of_one_the_nelbo_terms_are_the_exact_left_to_right_nll():
     """Position i sees the clean prefix and its own mask only, so its NLL does not depend on
     which other positions the draw masked: each term is w(t) times the left-to-right NLL."""
-    model, schedule = random_dit(1), build_schedule("loglinear", 1e-3)
+    model, schedule = block_dit(1), build_schedule("loglinear", 1e-3)
     x0, t = tokens(4, 32, 0, high=V), torch.tensor([0.2, 0.4, 0.6, 0.9])
     out = nelbo_terms(model, x0, t, schedule, V, torch.Generator().manual_seed(0))
     everything = model(torch.full_like(x0, V), schedule.mask_rate(t), context=x0)[..., :V].float()
@@ -151,7 +139,7 @@ def test_sampling_fills_the_models_own_blocks_in_order_and_keeps_the_prompt(sett
 def test_the_prefix_cache_gives_the_two_copy_pass_logits_and_runs_each_finished_block_once():
     from atat_cli.sampling.block_cache import PrefixCache, PrefixCacheDenoiser
 
-    model = random_dit(8)
+    model = block_dit(8)
     x = tokens(2, 32, 0, high=V)
     x[:, 20:] = V  # blocks 0-1 finished, block 2 partly decoded, block 3 masked
     x[0, 17] = x[1, 22] = V
