@@ -37,7 +37,7 @@ from atat_cli.models import importance_estimator_of, token_schedule_of
 from atat_cli.objectives.base import (
     DiffusionObjective,
     band_metrics,
-    block_size_of,
+    denoise,
     estimator_loss,
     masked_terms,
     unwrap,
@@ -106,9 +106,7 @@ class ATATObjective(DiffusionObjective):
             scored = token_schedule.scored(masked, mask_prob)
         if cfg.tokens.keep < 1:
             scored, q = sample_kept(s.detach(), scored, cfg.tokens.keep, cfg.tokens.floor, generator)
-        # the head runs at the scored positions only; a block-causal denoiser also reads the clean blocks before each
-        context = {"context": x0} if block_size_of(model) else {}
-        logits = model(x_t, rate, at=scored, **context)
+        logits = denoise(model, x_t, rate, scored, x0)  # the head runs at the scored positions only
         nll, terms = masked_terms(logits, x0, scored, t, self.schedule, self.mask_id, token_schedule)
         if q is not None:
             terms = torch.where(scored, terms / q, terms)

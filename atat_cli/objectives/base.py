@@ -76,6 +76,13 @@ def block_size_of(model: torch.nn.Module) -> int:
     return getattr(getattr(inner, "denoiser", inner), "block_size", 0)
 
 
+def denoise(model, x_t: torch.Tensor, rate: torch.Tensor, at: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """The denoiser's logits at the positions `at`; a block-causal denoiser (BD3-LM) also reads the
+    clean blocks of x0 before each block, which makes the same NELBO terms its blockwise bound."""
+    context = {"context": x0} if block_size_of(model) else {}
+    return model(x_t, rate, at=at, **context)
+
+
 # --- the diffusion NELBO -------------------------------------------------------------------
 
 
@@ -103,10 +110,7 @@ def nelbo_terms(model, x0: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedul
     x_t, masked = mask_tokens(x0, rate[:, None] if mask_prob is None else mask_prob, mask_id, generator)
     if token_schedule is not None:  # a position masked with certainty has no term
         masked = token_schedule.scored(masked, mask_prob)
-    # the head runs at masked positions only; a block-causal denoiser (BD3-LM) also reads the
-    # clean blocks before each block, which makes the same terms its blockwise NELBO
-    context = {"context": x0} if block_size_of(model) else {}
-    logits = model(x_t, rate, at=masked, **context)
+    logits = denoise(model, x_t, rate, masked, x0)  # the head runs at masked positions only
     nll, terms = masked_terms(logits, x0, masked, t, schedule, mask_id, token_schedule)
     return NelboTerms(logits, masked, nll, terms, x_t)
 

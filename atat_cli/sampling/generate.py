@@ -216,11 +216,11 @@ def _generate_blocks(denoiser, x, layout: Layout, seq_len, block_size, settings,
         reach = start + block_size if aligned else end
         w0 = max(reach - seq_len, 0)
         w1 = min(T, w0 + seq_len)
+        s, e = start - w0, end - w0  # the block inside the window
         fill = torch.zeros(B, w1 - w0, dtype=torch.bool, device=x.device)
-        fill[:, start - w0 : end - w0] = x[:, start:end] == mask_id
+        fill[:, s:e] = x[:, start:end] == mask_id
         if not fill.any():
             continue
-        s, e = start - w0, end - w0
         block_denoiser = denoiser
         if cache == "dual":
             block_denoiser = DualCacheDenoiser(denoiser, s, e, n_layers)
